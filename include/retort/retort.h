@@ -5,4 +5,6 @@
 #include "retort/tensor.h"
 #include "retort/autograd.h"
 #include "retort/ops.h"
+#include "retort/nn.h"
+#include "retort/io.h"
 #endif

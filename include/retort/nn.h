@@ -1,0 +1,119 @@
+/* Layers and models: parameters in one contiguous buffer with PyTorch state_dict names, modules
+ * with hierarchical names and train/eval mode, feature taps, and the CIFAR model zoo.
+ *
+ * Parameters (weights) live in one buffer, their gradients in another, BN running statistics in a
+ * third ("buffers"), each parameter a named view. rt_params_bind re-points every view at another
+ * pair of buffers of the same layout: that is how a look-ahead theta' = theta - xi*g or a perturbed
+ * theta +- R*v is evaluated without touching theta. */
+#ifndef RETORT_NN_H
+#define RETORT_NN_H
+#include "retort/ops.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- parameters ---- */
+
+typedef enum { RT_PARAM = 0, RT_BUFFER = 1 } rt_param_kind;
+
+typedef struct rt_param {
+    char name[128];     /* state_dict name: "layer1.0.conv1.weight", "bn1.running_mean" */
+    rt_param_kind kind;
+    rt_tensor t;        /* the view; t.grad points into the gradient buffer (parameters only) */
+    size_t offset;      /* in floats, into the parameter or buffer array */
+    size_t numel;
+    int no_decay;       /* biases and BN affine parameters: optimisers may skip weight decay */
+    int is_int;         /* stored as int64 in checkpoints (num_batches_tracked) */
+} rt_param;
+
+typedef struct rt_paramset {
+    rt_param **items; /* stable addresses: modules keep &items[i]->t */
+    int count, cap;
+    float *data, *grad; /* n floats each, owned */
+    size_t n;
+    float *buffers;     /* nbuf floats, owned */
+    size_t nbuf;
+    float *bound_data, *bound_grad; /* what the views point into now */
+    int finalized;
+} rt_paramset;
+
+void rt_params_init(rt_paramset *ps);
+/* Declare a parameter or buffer; its data exists after rt_params_finalize. Names must be unique. */
+rt_tensor *rt_params_add(rt_ctx *ctx, rt_paramset *ps, const char *name, rt_param_kind kind, int ndim,
+                         const int64_t *shape);
+int rt_params_finalize(rt_ctx *ctx, rt_paramset *ps); /* allocates, zero-fills, points the views */
+void rt_params_free(rt_paramset *ps);
+rt_param *rt_params_find(const rt_paramset *ps, const char *name);
+void rt_params_zero_grad(rt_paramset *ps);
+/* Re-point every parameter view at data/grad (n floats each); NULL, NULL = the set's own buffers. */
+void rt_params_bind(rt_paramset *ps, float *data, float *grad);
+/* dst = theta - xi * g over all n parameters (theta = the set's own data). */
+void rt_params_lookahead(const rt_paramset *ps, float *dst, float xi, const float *g);
+
+/* ---- feature taps: named intermediate outputs a loss can consume ---- */
+
+#define RT_MAX_TAPS 64
+typedef struct rt_taps {
+    int n;
+    const char *name[RT_MAX_TAPS];
+    rt_tensor *t[RT_MAX_TAPS];
+} rt_taps;
+void rt_taps_put(rt_taps *taps, const char *name, rt_tensor *t); /* no-op when taps is NULL */
+rt_tensor *rt_taps_get(const rt_taps *taps, const char *name);
+
+/* ---- modules ---- */
+
+typedef struct rt_module rt_module;
+struct rt_module {
+    const char *type;  /* "Conv2d", "BatchNorm2d", "BasicBlock", ... */
+    char name[128];    /* hierarchical prefix, "" for the root */
+    rt_tensor *(*forward)(rt_module *m, rt_ctx *ctx, rt_tensor *x, rt_taps *taps);
+    void (*free)(rt_module *m); /* frees what the module allocated, not its children */
+    int training;
+    rt_module **children;
+    int nchildren;
+};
+rt_tensor *rt_module_forward(rt_module *m, rt_ctx *ctx, rt_tensor *x, rt_taps *taps); /* pushes the scope */
+void rt_module_train(rt_module *m, int training); /* recursive */
+void rt_module_free(rt_module *m);                /* recursive */
+
+/* Layers, declared into ps under prefix (e.g. "layer1.0.conv1"). */
+rt_module *rt_nn_linear(rt_ctx *ctx, rt_paramset *ps, const char *prefix, int64_t in, int64_t out, int bias);
+rt_module *rt_nn_conv2d(rt_ctx *ctx, rt_paramset *ps, const char *prefix, int64_t in, int64_t out, int k,
+                        int stride, int pad, int groups, int bias);
+rt_module *rt_nn_batchnorm2d(rt_ctx *ctx, rt_paramset *ps, const char *prefix, int64_t channels);
+rt_module *rt_nn_relu(void);
+rt_module *rt_nn_sequential(rt_ctx *ctx, const char *prefix, int n, rt_module **mods);
+
+/* ---- models ---- */
+
+typedef struct rt_model_opts {
+    int in_channels;  /* default 3 */
+    int in_size;      /* default 32 (Fashion-MNIST: 28) */
+    int num_classes;  /* default 10 */
+    int hidden;       /* MLP hidden width, default 256 */
+    int in_features;  /* MLP input features */
+} rt_model_opts;
+
+typedef struct rt_model {
+    char arch[64];
+    rt_model_opts opts;
+    rt_paramset params;
+    rt_module *root;
+    int ntaps;
+    const char *tap_names[RT_MAX_TAPS]; /* the taps forward fills, in order */
+} rt_model;
+
+/* Architectures: see rt_model_archs(). Weights are initialised as PyTorch's defaults would be
+ * (kaiming_normal for convs as RepDistiller does, BN gamma 1, beta 0) from seed. */
+rt_model *rt_model_new(rt_ctx *ctx, const char *arch, const rt_model_opts *opts, uint64_t seed);
+const char *const *rt_model_archs(void); /* NULL-terminated list */
+rt_tensor *rt_model_forward(rt_ctx *ctx, rt_model *m, rt_tensor *x, rt_taps *taps); /* logits */
+void rt_model_train(rt_model *m, int training);
+void rt_model_free(rt_model *m);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
