@@ -17,11 +17,12 @@ typedef struct rt_st_entry {
 
 typedef struct rt_safetensors {
     int count;
-    rt_st_entry *entries;
+    rt_st_entry *entries; /* sorted by name */
     int nmeta;
     char **meta_keys, **meta_values; /* "__metadata__" string pairs */
     unsigned char *data;             /* the data section */
     size_t data_len;
+    char *path; /* as given to rt_st_read, for messages */
 } rt_safetensors;
 
 /* Reads and validates path: header length, JSON, dtypes, shapes vs byte ranges, offsets inside the
@@ -30,7 +31,7 @@ int rt_st_read(rt_ctx *ctx, const char *path, rt_safetensors **out);
 void rt_st_free(rt_safetensors *st);
 const rt_st_entry *rt_st_find(const rt_safetensors *st, const char *name);
 const char *rt_st_meta(const rt_safetensors *st, const char *key);
-/* Copies tensor name into dst as float (from F32, F64, I64, I32), checking its shape equals
+/* Copies tensor name into dst as float (from F32, F64, I64, I32, F16, BF16), checking its shape equals
  * (ndim, shape) unless shape is NULL. */
 int rt_st_get_f32(rt_ctx *ctx, const rt_safetensors *st, const char *name, float *dst, int ndim,
                   const int64_t *shape);
@@ -44,6 +45,20 @@ int rt_st_set_meta(rt_ctx *ctx, rt_st_writer *w, const char *key, const char *va
 /* Writes to path atomically: path.tmp, fsync, rename. */
 int rt_st_write(rt_ctx *ctx, rt_st_writer *w, const char *path);
 void rt_st_writer_free(rt_st_writer *w);
+
+/* ---- checkpoints of a parameter set (declared in retort/nn.h) ---- */
+
+typedef struct rt_paramset rt_paramset;
+/* Writes every parameter and buffer of ps (its own data, not a bound look-ahead) under its
+ * state_dict name, is_int ones as I64, plus nmeta metadata string pairs. Atomic like rt_st_write. */
+int rt_params_save(rt_ctx *ctx, const rt_paramset *ps, const char *path, int nmeta, const char *const *keys,
+                   const char *const *values);
+/* Loads path into ps after checking that it holds exactly the set's names, each with the right
+ * shape and a numeric dtype; on any mismatch nothing is copied and the error lists the missing
+ * names, the unexpected names and the shape mismatches (RT_ESHAPE when shapes are the only
+ * problem, else RT_EFORMAT). meta_out (may be NULL) receives the file (rt_st_free it) for its
+ * metadata; it is set to NULL on failure. */
+int rt_params_load(rt_ctx *ctx, rt_paramset *ps, const char *path, rt_safetensors **meta_out);
 
 #ifdef __cplusplus
 }
