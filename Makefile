@@ -7,7 +7,7 @@ BLAS_INC ?= /usr/include/x86_64-linux-gnu/openblas-openmp
 BLAS_LIB ?= /usr/lib/x86_64-linux-gnu/openblas-openmp
 CFLAGS  += -std=c11 $(OPT) -g -fPIC -fopenmp -Wall -Wextra -Wno-unused-parameter \
            -D_GNU_SOURCE -Iinclude -Isrc -I$(BLAS_INC) $(XCFLAGS)
-LDLIBS  += -L$(BLAS_LIB) -Wl,-rpath,$(BLAS_LIB) -lopenblas -lyaml -lcjson -lz -lm -fopenmp $(XLDFLAGS)
+LDLIBS  += -L$(BLAS_LIB) -Wl,-rpath,$(BLAS_LIB) -lopenblas -lyaml -lcjson -lz -lm -fopenmp -pthread $(XLDFLAGS)
 
 LIB_SRC  := $(shell find src -name '*.c' -not -path 'src/cli/*' | sort)
 CLI_SRC  := $(shell find src/cli -name '*.c' 2>/dev/null | sort)
