@@ -48,10 +48,12 @@ static const char *rt_test_name_;
         CHECKF(fabs(a_ - b_) <= (tol) * m_, "%s = %.9g, %s = %.9g (tol %g)", #a, a_, #b, b_, (double)(tol)); \
     } while (0)
 
-/* Max relative error of two float arrays, normalised by the larger array's max magnitude. */
+/* Max relative error of two float arrays, normalised by the larger array's max magnitude; infinite
+ * when either holds a NaN or an infinity (so a test can never pass on non-finite output). */
 static inline double rt_test_maxrel(const float *a, const float *b, long n) {
     double m = 1e-30, e = 0;
     for (long i = 0; i < n; i++) {
+        if (!isfinite(a[i]) || !isfinite(b[i])) return INFINITY;
         m = fmax(m, fmax(fabs(a[i]), fabs(b[i])));
         e = fmax(e, fabs((double)a[i] - b[i]));
     }

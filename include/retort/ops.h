@@ -32,7 +32,8 @@ typedef struct rt_conv2d_args {
 } rt_conv2d_args;
 /* x (N,C,H,W), w (OC,C/groups,KH,KW), bias (OC) or NULL -> (N,OC,OH,OW). */
 rt_tensor *rt_conv2d(rt_ctx *ctx, rt_tensor *x, rt_tensor *w, rt_tensor *bias, const rt_conv2d_args *a);
-/* Pooling as PyTorch's (avg: count_include_pad = true; no ceil_mode). Max-pool ties: first wins. */
+/* Pooling as PyTorch's (avg: count_include_pad = true; no ceil_mode; stride 0 = the window size).
+ * Max-pool ties: first wins. */
 rt_tensor *rt_maxpool2d(rt_ctx *ctx, rt_tensor *x, int kh, int kw, int sh, int sw, int ph, int pw);
 rt_tensor *rt_avgpool2d(rt_ctx *ctx, rt_tensor *x, int kh, int kw, int sh, int sw, int ph, int pw);
 rt_tensor *rt_adaptive_avgpool2d(rt_ctx *ctx, rt_tensor *x, int64_t oh, int64_t ow);
