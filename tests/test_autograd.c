@@ -3,17 +3,28 @@
 #include "retort/retort.h"
 #include "test.h"
 
+/* Test tensors live until the test's end: release() frees them all. */
+static void *owned[256];
+static int nowned;
+static void *own(void *p) {
+    if (nowned < 256) owned[nowned++] = p;
+    return p;
+}
+static void release(void) {
+    while (nowned) free(owned[--nowned]);
+}
+
 static rt_tensor *persist(int ndim, const int64_t *shape, uint64_t seed, int grad) {
-    rt_tensor *t = calloc(1, sizeof *t);
+    rt_tensor *t = own(calloc(1, sizeof *t));
     int64_t n = 1;
     for (int i = 0; i < ndim; i++) n *= shape[i];
-    float *d = malloc(n * sizeof(float));
+    float *d = own(malloc(n * sizeof(float)));
     rt_rng r;
     rt_rng_seed(&r, seed);
     for (int64_t i = 0; i < n; i++) d[i] = rt_rng_normal(&r);
     rt_tensor_init(t, d, ndim, shape);
     if (grad) {
-        t->grad = calloc(n, sizeof(float));
+        t->grad = own(calloc(n, sizeof(float)));
         t->requires_grad = 1;
     }
     return t;
@@ -37,6 +48,7 @@ TEST(gradcheck_linear) {
     int rc = rt_gradcheck(ctx, f_linear, NULL, 3, in, NULL, rep);
     CHECKF(rc == 0, "%s / %s", rep, rt_errmsg(ctx));
     rt_ctx_free(ctx);
+    release();
 }
 
 TEST(gradcheck_matmul_batched) {
@@ -47,6 +59,7 @@ TEST(gradcheck_matmul_batched) {
     rt_tensor *in2[2] = {persist(3, (int64_t[]){2, 3, 4}, 6, 1), persist(2, (int64_t[]){4, 5}, 7, 1)};
     CHECKF(rt_gradcheck(ctx, f_matmul, NULL, 2, in2, NULL, rep) == 0, "shared b: %s / %s", rep, rt_errmsg(ctx));
     rt_ctx_free(ctx);
+    release();
 }
 
 TEST(gradcheck_views) {
@@ -55,6 +68,7 @@ TEST(gradcheck_views) {
     char rep[512];
     CHECKF(rt_gradcheck(ctx, f_views, NULL, 2, in, NULL, rep) == 0, "%s / %s", rep, rt_errmsg(ctx));
     rt_ctx_free(ctx);
+    release();
 }
 
 /* The check must be able to fail: a deliberately wrong backward is caught. */
@@ -75,6 +89,7 @@ TEST(gradcheck_catches_wrong_backward) {
     char rep[512];
     CHECK(rt_gradcheck(ctx, f_wrong, NULL, 1, in, NULL, rep) != 0);
     rt_ctx_free(ctx);
+    release();
 }
 
 TEST(multiple_passes_and_nonparam_leaves) {
@@ -113,6 +128,7 @@ TEST(multiple_passes_and_nonparam_leaves) {
     CHECK(rt_backward(ctx, L2) == 0);
     CHECK_CLOSE(s->grad[0], 2 * before, 1e-6);
     rt_ctx_free(ctx);
+    release();
 }
 
 TEST(no_grad_mode_records_nothing) {
@@ -125,6 +141,7 @@ TEST(no_grad_mode_records_nothing) {
     CHECK(rt_backward(ctx, rt_slice(ctx, rt_reshape(ctx, y, 1, (int64_t[]){-1}), 0, 0, 1)) == RT_ESTATE);
     CHECK(strstr(rt_errmsg(ctx), "does not require grad"));
     rt_ctx_free(ctx);
+    release();
 }
 
 TEST(detach_stops_gradient) {
@@ -135,6 +152,7 @@ TEST(detach_stops_gradient) {
     CHECK(x->grad[0] == 0 && x->grad[1] == 0);
     CHECK_CLOSE(w->grad[0], x->data[0], 1e-6);
     rt_ctx_free(ctx);
+    release();
 }
 
 TEST(errors_name_op_layer_and_shapes) {
@@ -150,6 +168,7 @@ TEST(errors_name_op_layer_and_shapes) {
     /* errors propagate: the next op on NULL returns NULL and keeps the first message */
     CHECK(rt_linear(ctx, y, w, NULL) == NULL && strstr(rt_errmsg(ctx), "(3,5)"));
     rt_ctx_free(ctx);
+    release();
 }
 
 TEST(arena_marks_and_highwater) {
@@ -165,6 +184,7 @@ TEST(arena_marks_and_highwater) {
     CHECK(rt_arena_used(ctx) == 0);
     CHECK(rt_arena_alloc(ctx, (size_t)40 << 20)); /* coalesced block holds it */
     rt_ctx_free(ctx);
+    release();
 }
 
 TEST(rng_is_deterministic) {

@@ -17,6 +17,7 @@ typedef enum {
     RT_CFG_BOOL,      /* int: true/false/yes/no/on/off/1/0 */
     RT_CFG_STR,       /* char[RT_CFG_STR_MAX] */
     RT_CFG_FLOATLIST, /* rt_cfg_list */
+    RT_CFG_STRLIST,   /* rt_cfg_strlist */
 } rt_cfg_type;
 
 #define RT_CFG_STR_MAX 256
@@ -25,6 +26,12 @@ typedef struct rt_cfg_list {
     int n;
     double v[RT_CFG_LIST_MAX];
 } rt_cfg_list;
+
+#define RT_CFG_STRLIST_MAX 16
+typedef struct rt_cfg_strlist {
+    int n;
+    char v[RT_CFG_STRLIST_MAX][64];
+} rt_cfg_strlist;
 
 typedef struct rt_cfg_field {
     const char *key;  /* dotted: "optim.lr" */

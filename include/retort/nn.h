@@ -77,6 +77,10 @@ struct rt_module {
 rt_tensor *rt_module_forward(rt_module *m, rt_ctx *ctx, rt_tensor *x, rt_taps *taps); /* pushes the scope */
 void rt_module_train(rt_module *m, int training); /* recursive */
 void rt_module_free(rt_module *m);                /* recursive */
+/* Initialises the parameters and buffers under m (after rt_params_finalize) as PyTorch's defaults:
+ * Linear and Conv2d weight and bias uniform(+-1/sqrt(fan_in)), BatchNorm weight 1, bias 0, running
+ * mean 0, var 1, num_batches_tracked 0. Recursive; modules of other types are left as they are. */
+void rt_module_init(rt_module *m, rt_rng *rng);
 
 /* Layers, declared into ps under prefix (e.g. "layer1.0.conv1"). */
 rt_module *rt_nn_linear(rt_ctx *ctx, rt_paramset *ps, const char *prefix, int64_t in, int64_t out, int bias);

@@ -7,4 +7,12 @@
 #include "retort/ops.h"
 #include "retort/nn.h"
 #include "retort/io.h"
+#include "retort/optim.h"
+#include "retort/data.h"
+#include "retort/config.h"
+#include "retort/train.h"
+#include "retort/kd.h"
+#include "retort/aggregate.h"
+#include "retort/distill.h"
+#include "retort/plot.h"
 #endif

@@ -63,6 +63,30 @@ static int parse_scalar(rt_ctx *ctx, const rt_cfg_field *f, void *dst, const cha
                            RT_CFG_STR_MAX - 1);
         strcpy(p, v);
         return RT_OK;
+    case RT_CFG_STRLIST: {
+        /* text form "[a, b]" or "a,b"; items are trimmed of spaces and quotes */
+        rt_cfg_strlist *l = (rt_cfg_strlist *)p;
+        l->n = 0;
+        const char *s = v;
+        while (*s == ' ' || *s == '[') s++;
+        while (*s && *s != ']') {
+            size_t len = strcspn(s, ",]");
+            const char *b = s, *e = s + len;
+            while (b < e && (*b == ' ' || *b == '"' || *b == '\'')) b++;
+            while (e > b && (e[-1] == ' ' || e[-1] == '"' || e[-1] == '\'')) e--;
+            if (e > b) {
+                if (l->n == RT_CFG_STRLIST_MAX)
+                    return rt_fail(ctx, RT_EINVAL, "%s: key '%s': more than %d items", where, f->key, RT_CFG_STRLIST_MAX);
+                if ((size_t)(e - b) >= sizeof l->v[0])
+                    return rt_fail(ctx, RT_EINVAL, "%s: key '%s': item '%.*s' too long", where, f->key, (int)(e - b), b);
+                memcpy(l->v[l->n], b, (size_t)(e - b));
+                l->v[l->n++][e - b] = 0;
+            }
+            s += len;
+            while (*s == ',') s++;
+        }
+        return RT_OK;
+    }
     case RT_CFG_FLOATLIST: {
         /* text form "[1, 2, 3]" or "1,2,3" (overrides and defaults) */
         rt_cfg_list *l = (rt_cfg_list *)p;
@@ -136,7 +160,7 @@ static int load_yaml(rt_ctx *ctx, const rt_cfg_field *s, int n, void *dst, const
         case YAML_SEQUENCE_START_EVENT:
             list_field = find_field(s, n, key);
             if (!list_field) rc = unknown_key(ctx, s, n, key, where);
-            else if (list_field->type != RT_CFG_FLOATLIST)
+            else if (list_field->type != RT_CFG_FLOATLIST && list_field->type != RT_CFG_STRLIST)
                 rc = rt_fail(ctx, RT_EINVAL, "%s: key '%s' expects a single value, got a list", where, key);
             in_list = 1;
             list_line = line;
@@ -187,7 +211,7 @@ static int load_yaml(rt_ctx *ctx, const rt_cfg_field *s, int n, void *dst, const
 int rt_config_load(rt_ctx *ctx, const rt_cfg_field *s, int n, void *dst, const char *path, int noverrides,
                    char *const *overrides) {
     for (int i = 0; i < n; i++) {
-        int rc = parse_scalar(ctx, &s[i], dst, s[i].def ? s[i].def : (s[i].type == RT_CFG_STR ? "" : s[i].type == RT_CFG_FLOATLIST ? "[]" : "0"), "default");
+        int rc = parse_scalar(ctx, &s[i], dst, s[i].def ? s[i].def : (s[i].type == RT_CFG_STR ? "" : s[i].type == RT_CFG_FLOATLIST || s[i].type == RT_CFG_STRLIST ? "[]" : "0"), "default");
         if (rc) return rc;
     }
     if (path) {
@@ -232,6 +256,13 @@ int rt_config_write(const rt_cfg_field *s, int n, const void *src, void *file) {
         case RT_CFG_FLOAT: fprintf(f, "%.9g\n", *(const double *)p); break;
         case RT_CFG_BOOL: fprintf(f, "%s\n", *(const int *)p ? "true" : "false"); break;
         case RT_CFG_STR: fprintf(f, "\"%s\"\n", p); break;
+        case RT_CFG_STRLIST: {
+            const rt_cfg_strlist *l = (const rt_cfg_strlist *)p;
+            fprintf(f, "[");
+            for (int j = 0; j < l->n; j++) fprintf(f, "%s%s", j ? ", " : "", l->v[j]);
+            fprintf(f, "]\n");
+            break;
+        }
         case RT_CFG_FLOATLIST: {
             const rt_cfg_list *l = (const rt_cfg_list *)p;
             fprintf(f, "[");

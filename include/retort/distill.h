@@ -1,0 +1,42 @@
+/* Multi-path distillation (the adaptive-distillation paper, 000): a teacher checkpoint, a student
+ * architecture, and K paths (a teacher tap, a student tap, an optional adapter, a loss), trained with
+ * total = CE + alpha * aggregate(L_1..L_K) under one of the aggregation strategies. */
+#ifndef RETORT_DISTILL_H
+#define RETORT_DISTILL_H
+#include "retort/train.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct rt_distill_cfg {
+    rt_train_cfg train;            /* data, student (model.*), optim, sched, epochs, ... out_dir */
+    char teacher[RT_CFG_STR_MAX];  /* teacher checkpoint (written by retort train) */
+    char strategy[RT_CFG_STR_MAX]; /* single | equal | fixed | adaptive | multiobjective */
+    rt_cfg_strlist paths;          /* st, l2, dkd, at, nst, sp, fitnet, hcl, rkd, pkt, cc, mse */
+    rt_cfg_list weights;           /* per listed path: fixed weights (fixed), multipliers w (adaptive) */
+    double alpha;
+    int layerwise;                 /* feature losses: one path per tap instead of one summed path */
+    int64_t log_every, cos_every;
+    int z_weight_decay;
+    char mgda_normalise[RT_CFG_STR_MAX]; /* none | l2 | loss | loss_l2 */
+    double T, dkd_alpha, dkd_beta;
+    rt_cfg_strlist at_taps, nst_taps, sp_taps, fitnet_taps, hcl_taps, mse_taps, rkd_taps, pkt_taps, cc_taps;
+} rt_distill_cfg;
+
+extern const rt_cfg_field rt_distill_schema[];
+extern const int rt_distill_schema_len;
+
+/* Runs the distillation into cfg->train.out_dir: config.yaml, metrics.jsonl (per epoch: losses,
+ * train/test accuracy, test error, top-1 agreement error with the teacher, path weights, ms per
+ * step), paths.jsonl (every log_every steps: path losses, weights, gradient cosines), and the
+ * student's checkpoint.safetensors. summary (may be NULL) receives the final numbers. */
+typedef struct rt_distill_summary {
+    double teacher_acc, student_acc, agree_err, ms_per_step;
+} rt_distill_summary;
+int rt_distill_run(rt_ctx *ctx, const rt_distill_cfg *cfg, int resume, rt_distill_summary *summary);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
