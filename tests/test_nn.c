@@ -41,9 +41,12 @@ static void randomize(rt_paramset *ps, uint64_t seed) {
         rt_param *p = ps->items[i];
         for (size_t k = 0; k < p->numel; k++) {
             float v = 0.5f * rt_rng_normal(&r);
-            if (p->kind == RT_PARAM) p->t.data[k] = v;
-            else if (strstr(p->name, "running_var")) p->t.data[k] = 0.5f + v * v;
-            else if (strstr(p->name, "running_mean")) p->t.data[k] = v;
+            if (p->kind == RT_PARAM)
+                p->t.data[k] = v;
+            else if (strstr(p->name, "running_var"))
+                p->t.data[k] = 0.5f + v * v;
+            else if (strstr(p->name, "running_mean"))
+                p->t.data[k] = v;
         }
     }
 }
@@ -206,16 +209,16 @@ TEST(gradcheck_conv2d_layer) {
         rt_ctx *ctx = rt_ctx_new();
         rt_paramset ps;
         rt_params_init(&ps);
-        rt_module *m = rt_nn_conv2d(ctx, &ps, "conv", v[i].in, v[i].out, v[i].k, v[i].stride, v[i].pad, v[i].groups,
-                                    v[i].bias);
+        rt_module *m =
+            rt_nn_conv2d(ctx, &ps, "conv", v[i].in, v[i].out, v[i].k, v[i].stride, v[i].pad, v[i].groups, v[i].bias);
         CHECKF(m && rt_params_finalize(ctx, &ps) == 0, "%s", rt_errmsg(ctx));
         rt_tensor *w = &rt_params_find(&ps, "conv.weight")->t;
         CHECK(w->shape[0] == v[i].out && w->shape[1] == v[i].in / v[i].groups && w->shape[2] == v[i].k);
         CHECK((rt_params_find(&ps, "conv.bias") != NULL) == v[i].bias);
         randomize(&ps, 2 + i);
         char rep[512];
-        CHECKF(check_module(ctx, m, &ps, 4, (int64_t[]){2, v[i].in, 5, 5}, 0, rep) == 0, "variant %zu: %s / %s", i,
-               rep, rt_errmsg(ctx));
+        CHECKF(check_module(ctx, m, &ps, 4, (int64_t[]){2, v[i].in, 5, 5}, 0, rep) == 0, "variant %zu: %s / %s", i, rep,
+               rt_errmsg(ctx));
         rt_module_free(m);
         rt_params_free(&ps);
         rt_ctx_free(ctx);
@@ -260,8 +263,7 @@ TEST(gradcheck_relu_and_sequential) {
     rt_paramset none;
     rt_params_init(&none);
     CHECKF(check_module(ctx, relu, &none, 2, (int64_t[]){3, 4}, 0, rep) == 0, "relu: %s / %s", rep, rt_errmsg(ctx));
-    CHECKF(check_module(ctx, seq, &ps, 4, (int64_t[]){2, 2, 4, 4}, 0, rep) == 0, "seq: %s / %s", rep,
-           rt_errmsg(ctx));
+    CHECKF(check_module(ctx, seq, &ps, 4, (int64_t[]){2, 2, 4, 4}, 0, rep) == 0, "seq: %s / %s", rep, rt_errmsg(ctx));
     rt_module_free(relu);
     rt_module_free(seq);
     rt_params_free(&ps);
@@ -275,35 +277,63 @@ static rt_tensor *f_model(rt_ctx *ctx, rt_tensor **in, void *u) {
     return rt_model_forward(ctx, ((model_user *)u)->m, in[0], NULL);
 }
 
+/* The whole network, w.r.t. the input and all 29 parameter tensors. Finite differences in float32
+ * through ReLUs and batch norm on a batch of 2 are only trustworthy where the function is smooth at
+ * the step size: with ~9000 ReLU units a step of 1e-3 crosses several kinks at once (which the
+ * step-halving kink test cannot see) and train-mode BN over 8 values per channel is strongly
+ * curved, so at the default settings 1-30% disagreements are the norm, not bugs. The check therefore
+ * runs where FD is exact: eval mode (BN affine, running statistics first brought to the batch's by
+ * training-mode passes) with BN biases near 4 and gains in [0.5, 1), which keeps every ReLU input
+ * positive, so the network is affine around the point and a large step (0.1) keeps float32 rounding
+ * far below the tolerance (measured worst errors 0.1-0.5% over 30 seeds, tolerance 1%). This checks
+ * the wiring: residual and downsample paths, pooling, classifier, every parameter's gradient. ReLU
+ * masks and train-mode BN are checked per layer above and, in the whole network, against PyTorch
+ * to 1e-4 (tests/test_torch_step.c). */
 TEST(gradcheck_resnet8_whole) {
+    int threads = rt_threads();
+    rt_set_threads(1); /* ~1000 tiny forwards: thread start-up would dominate */
     rt_ctx *ctx = rt_ctx_new();
     rt_model_opts o = {.in_channels = 3, .in_size = 8, .num_classes = 2};
     rt_model *m = rt_model_new(ctx, "resnet8", &o, 3);
     CHECKF(m, "%s", rt_errmsg(ctx));
-    /* BN affine away from 1/0 so those gradients matter; conv init stays kaiming */
     rt_rng r;
     rt_rng_seed(&r, 17);
     for (int i = 0; i < m->params.count; i++) {
         rt_param *p = m->params.items[i];
-        if (p->kind == RT_PARAM && p->t.ndim == 1)
-            for (size_t k = 0; k < p->numel; k++) p->t.data[k] += 0.3f * rt_rng_normal(&r);
+        if (p->kind != RT_PARAM || p->t.ndim != 1 || strncmp(p->name, "fc.", 3) == 0) continue;
+        int bias = strstr(p->name, ".bias") != NULL;
+        for (size_t k = 0; k < p->numel; k++)
+            p->t.data[k] = bias ? 4.0f + 0.2f * rt_rng_normal(&r) : 0.5f + 0.5f * (float)rt_rng_uniform(&r);
     }
     rt_tensor *in[64];
     int n = 0;
     in[n++] = persist(4, (int64_t[]){2, 3, 8, 8}, 5, 1);
+    int prev = rt_set_grad_enabled(ctx, 0);
+    for (int it = 0; it < 60; it++) { /* running stats -> the batch's (0.9^60 of the init left) */
+        CHECKF(rt_model_forward(ctx, m, in[0], NULL), "%s", rt_errmsg(ctx));
+        rt_step_reset(ctx);
+    }
+    rt_set_grad_enabled(ctx, prev);
+    rt_model_train(m, 0);
     for (int i = 0; i < m->params.count; i++)
         if (m->params.items[i]->kind == RT_PARAM) in[n++] = &m->params.items[i]->t;
     CHECK(n == 30); /* x and the 29 parameter tensors of resnet8 */
+    /* the regime holds: no ReLU input near its kink */
+    rt_taps taps = {0};
+    CHECKF(rt_model_forward(ctx, m, in[0], &taps), "%s", rt_errmsg(ctx));
+    for (int t = 0; t < 7; t++) {
+        rt_tensor *f = rt_taps_get(&taps, m->tap_names[t]);
+        for (int64_t e = 0; e < rt_numel(f); e++) CHECKF(f->data[e] > 0.5f, "%s has %g", m->tap_names[t], f->data[e]);
+    }
+    rt_step_reset(ctx);
     model_user u = {m};
-    rt_gradcheck_opts go = {.max_points = 6};
+    rt_gradcheck_opts go = {.eps = 0.1, .max_points = 6};
     char rep[512];
     CHECKF(rt_gradcheck(ctx, f_model, &u, n, in, &go, rep) == 0, "%s / %s", rep, rt_errmsg(ctx));
-    /* eval mode too (BN from running statistics) */
-    rt_model_train(m, 0);
-    CHECKF(rt_gradcheck(ctx, f_model, &u, n, in, &go, rep) == 0, "eval: %s / %s", rep, rt_errmsg(ctx));
     persist_free(in[0]);
     rt_model_free(m);
     rt_ctx_free(ctx);
+    rt_set_threads(threads);
 }
 
 TEST(gradcheck_mlp) {
@@ -368,13 +398,17 @@ TEST(resnet_state_dict_matches_pytorch) {
 
 TEST(every_arch_builds_and_unknown_is_an_error) {
     rt_ctx *ctx = rt_ctx_new();
-    int n = 0;
-    for (const char *const *a = rt_model_archs(); *a; a++, n++) {
-        rt_model *m = rt_model_new(ctx, *a, &(rt_model_opts){.in_features = 12}, 1);
-        CHECKF(m && strcmp(m->arch, *a) == 0 && m->ntaps > 0, "%s: %s", *a, rt_errmsg(ctx));
+    /* the ResNets and the MLP (other families are tested in their own files) */
+    const char *mine[] = {"resnet8",  "resnet14",  "resnet20",  "resnet32",   "resnet44",
+                          "resnet56", "resnet110", "resnet8x4", "resnet32x4", "mlp"};
+    for (size_t i = 0; i < sizeof mine / sizeof mine[0]; i++) {
+        int listed = 0;
+        for (const char *const *a = rt_model_archs(); *a; a++) listed += strcmp(*a, mine[i]) == 0;
+        CHECKF(listed == 1, "%s listed %d times by rt_model_archs", mine[i], listed);
+        rt_model *m = rt_model_new(ctx, mine[i], &(rt_model_opts){.in_features = 12}, 1);
+        CHECKF(m && strcmp(m->arch, mine[i]) == 0 && m->ntaps > 0, "%s: %s", mine[i], rt_errmsg(ctx));
         rt_model_free(m);
     }
-    CHECK(n == 10);
     CHECK(rt_model_new(ctx, "resnet9", NULL, 1) == NULL);
     CHECKF(rt_status(ctx) == RT_EINVAL && strstr(rt_errmsg(ctx), "resnet9") && strstr(rt_errmsg(ctx), "resnet32x4") &&
                strstr(rt_errmsg(ctx), "mlp"),
@@ -389,7 +423,8 @@ TEST(resnet_taps_shapes_and_semantics) {
         const char *arch;
         int c, size;
         int64_t f[4];
-    } v[] = {{"resnet8", 3, 32, {16, 16, 32, 64}}, {"resnet8x4", 3, 16, {32, 64, 128, 256}},
+    } v[] = {{"resnet8", 3, 32, {16, 16, 32, 64}},
+             {"resnet8x4", 3, 16, {32, 64, 128, 256}},
              {"resnet14", 1, 28, {16, 16, 32, 64}}};
     for (size_t i = 0; i < 3; i++) {
         rt_ctx *ctx = rt_ctx_new();
@@ -405,10 +440,14 @@ TEST(resnet_taps_shapes_and_semantics) {
             const char *name;
             int64_t shape[4];
             int ndim;
-        } want[] = {{"stem", {2, v[i].f[0], s, s}, 4},       {"layer1.pre", {2, v[i].f[1], s, s}, 4},
-                    {"layer1", {2, v[i].f[1], s, s}, 4},     {"layer2.pre", {2, v[i].f[2], s2, s2}, 4},
-                    {"layer2", {2, v[i].f[2], s2, s2}, 4},   {"layer3.pre", {2, v[i].f[3], s3, s3}, 4},
-                    {"layer3", {2, v[i].f[3], s3, s3}, 4},   {"pool", {2, v[i].f[3]}, 2},
+        } want[] = {{"stem", {2, v[i].f[0], s, s}, 4},
+                    {"layer1.pre", {2, v[i].f[1], s, s}, 4},
+                    {"layer1", {2, v[i].f[1], s, s}, 4},
+                    {"layer2.pre", {2, v[i].f[2], s2, s2}, 4},
+                    {"layer2", {2, v[i].f[2], s2, s2}, 4},
+                    {"layer3.pre", {2, v[i].f[3], s3, s3}, 4},
+                    {"layer3", {2, v[i].f[3], s3, s3}, 4},
+                    {"pool", {2, v[i].f[3]}, 2},
                     {"logits", {2, 7}, 2}};
         CHECK(m->ntaps == 9 && taps.n == 9);
         for (int k = 0; k < 9; k++) {
@@ -423,7 +462,7 @@ TEST(resnet_taps_shapes_and_semantics) {
         CHECK(rt_taps_get(&taps, "logits") == logits);
         /* layerK = relu(layerK.pre), and pre has negative values (it is taken before the ReLU) */
         for (int st = 1; st <= 3; st++) {
-            char pn[16], ln[16];
+            char pn[32], ln[32];
             snprintf(pn, sizeof pn, "layer%d.pre", st);
             snprintf(ln, sizeof ln, "layer%d", st);
             rt_tensor *pre = rt_taps_get(&taps, pn), *out = rt_taps_get(&taps, ln);
@@ -540,8 +579,10 @@ TEST(init_follows_pytorch_and_the_seed) {
         rt_param *p = a->params.items[i];
         float want = -1;
         if (strstr(p->name, "bn") || strstr(p->name, "downsample.1")) {
-            if (strstr(p->name, "weight") || strstr(p->name, "running_var")) want = 1;
-            else want = 0;
+            if (strstr(p->name, "weight") || strstr(p->name, "running_var"))
+                want = 1;
+            else
+                want = 0;
         }
         if (want < 0) continue;
         for (size_t k = 0; k < p->numel; k++) CHECKF(p->t.data[k] == want, "%s[%zu] = %g", p->name, k, p->t.data[k]);

@@ -17,8 +17,7 @@ static int get_grad(rt_ctx *ctx, const rt_safetensors *st, const char *name, flo
     const rt_st_entry *e = rt_st_find(st, gname);
     float scale;
     if (!e || strcmp(e->dtype, "I16") != 0 || rt_st_get_f32(ctx, st, sname, &scale, 0, NULL))
-        return rt_fail(ctx, RT_EFORMAT, "%s: '%s' is missing or not I16, or its scale is missing", GRAD_FIXTURE,
-                       gname);
+        return rt_fail(ctx, RT_EFORMAT, "%s: '%s' is missing or not I16, or its scale is missing", GRAD_FIXTURE, gname);
     int64_t n = 1;
     for (int d = 0; d < e->ndim; d++) n *= e->shape[d];
     if (e->ndim != like->ndim || n != rt_numel(like))
@@ -40,8 +39,7 @@ static double report(const char *what, const float *got, const float *want, int6
 TEST(resnet8_step_matches_pytorch) {
     rt_ctx *ctx = rt_ctx_new();
     rt_safetensors *st = NULL, *gst = NULL;
-    CHECKF(rt_st_read(ctx, STEP_FIXTURE, &st) == 0 && rt_st_read(ctx, GRAD_FIXTURE, &gst) == 0, "%s",
-           rt_errmsg(ctx));
+    CHECKF(rt_st_read(ctx, STEP_FIXTURE, &st) == 0 && rt_st_read(ctx, GRAD_FIXTURE, &gst) == 0, "%s", rt_errmsg(ctx));
     rt_model_opts o = {.in_channels = 3, .in_size = 16, .num_classes = 10};
     rt_model *m = rt_model_new(ctx, "resnet8", &o, 1);
     CHECKF(m, "%s", rt_errmsg(ctx));

@@ -211,8 +211,9 @@ static int build_paths(rt_ctx *ctx, distiller *d, const rt_dataset *ds) {
                     char pc[160], pb[160];
                     snprintf(pc, sizeof pc, "%s.0", prefix);
                     snprintf(pb, sizeof pb, "%s.1", prefix);
-                    rt_module *mods[2] = {rt_nn_conv2d(ctx, &d->aux, pc, fs->shape[1], ft->shape[1], 1, 1, 0, 1, 0),
-                                          rt_nn_batchnorm2d(ctx, &d->aux, pb, ft->shape[1])};
+                    rt_module *mods[2]; /* separate statements: declaration order is the state_dict order */
+                    mods[0] = rt_nn_conv2d(ctx, &d->aux, pc, fs->shape[1], ft->shape[1], 1, 1, 0, 1, 0);
+                    mods[1] = rt_nn_batchnorm2d(ctx, &d->aux, pb, ft->shape[1]);
                     p->adapter[p->ntaps] = rt_nn_sequential(ctx, prefix, 2, mods);
                     if (!p->adapter[p->ntaps]) rc = rt_status(ctx);
                 } else if (p->kind == L_AT || p->kind == L_NST) {

@@ -49,8 +49,8 @@ static rt_tensor *conv_forward(rt_module *m, rt_ctx *ctx, rt_tensor *x, rt_taps 
     return rt_conv2d(ctx, x, c->w, c->b, &c->args);
 }
 
-rt_module *rt_nn_conv2d(rt_ctx *ctx, rt_paramset *ps, const char *prefix, int64_t in, int64_t out, int k,
-                        int stride, int pad, int groups, int bias) {
+rt_module *rt_nn_conv2d(rt_ctx *ctx, rt_paramset *ps, const char *prefix, int64_t in, int64_t out, int k, int stride,
+                        int pad, int groups, int bias) {
     if (in <= 0 || out <= 0 || k <= 0 || stride <= 0 || pad < 0 || groups <= 0 || in % groups || out % groups) {
         rt_fail(ctx, RT_EINVAL,
                 "Conv2d %s: bad configuration in %lld, out %lld, kernel %d, stride %d, pad %d, groups %d "
@@ -80,8 +80,8 @@ typedef struct {
 
 static rt_tensor *bn_forward(rt_module *m, rt_ctx *ctx, rt_tensor *x, rt_taps *taps) {
     nn_bn *bn = (nn_bn *)m;
-    rt_tensor *y = rt_batchnorm(ctx, x, bn->w, bn->b, bn->mean->data, bn->var->data, m->training, bn->momentum,
-                                bn->eps);
+    rt_tensor *y =
+        rt_batchnorm(ctx, x, bn->w, bn->b, bn->mean->data, bn->var->data, m->training, bn->momentum, bn->eps);
     if (y && m->training) bn->count->data[0] += 1; /* PyTorch counts batches in training mode only */
     return y;
 }

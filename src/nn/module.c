@@ -8,7 +8,7 @@
 void *rt_nn_module_alloc(rt_ctx *ctx, size_t bytes, const char *type, const char *name, rt_forward_fn forward) {
     RT_ASSERT(bytes >= sizeof(rt_module));
     if (rt_status(ctx)) return NULL;
-    if (strlen(name) >= sizeof ((rt_module *)0)->name) {
+    if (strlen(name) >= sizeof((rt_module *)0)->name) {
         rt_fail(ctx, RT_EINVAL, "%s: module name '%s' is too long", type, name);
         return NULL;
     }

@@ -27,8 +27,8 @@ static rt_tensor *block_forward(rt_module *m, rt_ctx *ctx, rt_tensor *x, rt_taps
     return rt_relu(ctx, pre);
 }
 
-static rt_module *basic_block_new(rt_ctx *ctx, rt_paramset *ps, const char *prefix, int64_t inplanes,
-                                  int64_t planes, int stride) {
+static rt_module *basic_block_new(rt_ctx *ctx, rt_paramset *ps, const char *prefix, int64_t inplanes, int64_t planes,
+                                  int stride) {
     basic_block *b = rt_nn_module_alloc(ctx, sizeof *b, "BasicBlock", prefix, block_forward);
     if (!b) return NULL;
     char n[5][128];
@@ -68,8 +68,7 @@ static rt_tensor *resnet_forward(rt_module *m, rt_ctx *ctx, rt_tensor *x, rt_tap
     resnet *r = (resnet *)m;
     if (x->ndim != 4 || x->shape[1] != r->in_channels) {
         char s[96];
-        rt_fail(ctx, RT_ESHAPE, "resnet: input %s must be (B,%lld,H,W)", rt_shape_str(x, s),
-                (long long)r->in_channels);
+        rt_fail(ctx, RT_ESHAPE, "resnet: input %s must be (B,%lld,H,W)", rt_shape_str(x, s), (long long)r->in_channels);
         return NULL;
     }
     x = rt_relu(ctx, rt_module_forward(r->bn1, ctx, rt_module_forward(r->conv1, ctx, x, NULL), NULL));
@@ -102,8 +101,8 @@ static rt_module *make_stage(rt_ctx *ctx, rt_paramset *ps, int s, int64_t *inpla
     return rt_nn_sequential(ctx, stage_name[s], nblocks, blocks);
 }
 
-rt_module *rt_nn_resnet_cifar(rt_ctx *ctx, rt_paramset *ps, int depth, const int64_t filters[4],
-                              const rt_model_opts *o, rt_model *model) {
+rt_module *rt_nn_resnet_cifar(rt_ctx *ctx, rt_paramset *ps, int depth, const int64_t filters[4], const rt_model_opts *o,
+                              rt_model *model) {
     if ((depth - 2) % 6 != 0 || depth < 8) {
         rt_fail(ctx, RT_EINVAL, "resnet: depth %d is not 6n+2", depth);
         return NULL;
@@ -123,8 +122,8 @@ rt_module *rt_nn_resnet_cifar(rt_ctx *ctx, rt_paramset *ps, int depth, const int
     for (int s = 0; s < 3; s++)
         kids[2 + s] = r->layer[s] = make_stage(ctx, ps, s, &inplanes, filters[s + 1], n, s == 0 ? 1 : 2);
     kids[5] = r->fc = rt_nn_linear(ctx, ps, "fc", filters[3], o->num_classes, 1);
-    static const char *const taps[] = {"stem",   "layer1.pre", "layer1", "layer2.pre", "layer2",
-                                       "layer3.pre", "layer3", "pool",   "logits"};
+    static const char *const taps[] = {"stem",       "layer1.pre", "layer1", "layer2.pre", "layer2",
+                                       "layer3.pre", "layer3",     "pool",   "logits"};
     model->ntaps = (int)(sizeof taps / sizeof taps[0]);
     for (int i = 0; i < model->ntaps; i++) model->tap_names[i] = taps[i];
     return rt_nn_adopt(ctx, &r->m, 6, kids);
