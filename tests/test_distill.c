@@ -110,3 +110,46 @@ TEST(misconfiguration_lists_taps) {
     CHECK(distill(ctx, "badteacher", 1, ex4, &s, dir) != 0 && strstr(rt_errmsg(ctx), "/nonexistent.safetensors"));
     rt_ctx_free(ctx);
 }
+
+TEST(search_picks_the_best_validation_weights) {
+    rt_ctx *ctx = rt_ctx_new();
+    CHECKF(make_teacher(ctx) == 0, "%s", rt_errmsg(ctx));
+    char t[300], out[200];
+    snprintf(t, sizeof t, "teacher=%s/checkpoint.safetensors", teacher_dir);
+    snprintf(out, sizeof out, "out_dir=/tmp/rt_search_%d", (int)getpid());
+    char *ov[] = {"data.name=synth", "data.val=400", "model.arch=mlp", "model.hidden=16", "epochs=1", "batch_size=100",
+                  "distill.paths=[st, l2]", "search.values=[0, 1]", t, out};
+    rt_distill_cfg *cfg = calloc(1, sizeof *cfg);
+    CHECK(rt_config_load(ctx, rt_distill_schema, rt_distill_schema_len, cfg, NULL, 10, ov) == 0);
+    float best[8];
+    int K = 0;
+    CHECKF(rt_distill_search(ctx, cfg, best, &K) == 0, "%s", rt_errmsg(ctx));
+    CHECK(K == 2 && (best[0] == 0 || best[0] == 1) && (best[1] == 0 || best[1] == 1));
+    /* four trials were logged and the chosen one has the highest validation accuracy */
+    char p[256], line[1024];
+    snprintf(p, sizeof p, "/tmp/rt_search_%d/search.jsonl", (int)getpid());
+    FILE *f = fopen(p, "r");
+    CHECK(f);
+    int n = 0;
+    double top = -1;
+    char topw[64] = "";
+    while (fgets(line, sizeof line, f)) {
+        n++;
+        double v = atof(strstr(line, "\"val_acc\": ") + 11);
+        if (v > top) {
+            top = v;
+            char *w = strstr(line, "\"weights\": \"") + 12;
+            snprintf(topw, sizeof topw, "%.*s", (int)(strchr(w, '"') - w), w);
+        }
+    }
+    fclose(f);
+    CHECK(n == 4);
+    char want[64];
+    snprintf(want, sizeof want, "%g, %g", best[0], best[1]);
+    CHECKF(!strcmp(want, topw), "best %s, log's top %s", want, topw);
+    /* no validation split: an error */
+    cfg->train.data.val = 0;
+    CHECK(rt_distill_search(ctx, cfg, best, &K) == RT_EINVAL && strstr(rt_errmsg(ctx), "data.val"));
+    free(cfg);
+    rt_ctx_free(ctx);
+}

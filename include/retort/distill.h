@@ -21,6 +21,9 @@ typedef struct rt_distill_cfg {
     int z_weight_decay;
     char mgda_normalise[RT_CFG_STR_MAX]; /* none | l2 | loss | loss_l2 */
     double T, dkd_alpha, dkd_beta;
+    rt_cfg_list search_values;     /* retort search: candidate values of each path weight */
+    char search_mode[RT_CFG_STR_MAX]; /* grid | random */
+    int64_t search_trials;         /* random: number of trials */
     rt_cfg_strlist at_taps, nst_taps, sp_taps, fitnet_taps, hcl_taps, mse_taps, rkd_taps, pkt_taps, cc_taps;
 } rt_distill_cfg;
 
@@ -33,8 +36,16 @@ extern const int rt_distill_schema_len;
  * student's checkpoint.safetensors. summary (may be NULL) receives the final numbers. */
 typedef struct rt_distill_summary {
     double teacher_acc, student_acc, agree_err, ms_per_step;
+    double val_acc; /* on the held-out split (data.val > 0), else -1 */
 } rt_distill_summary;
 int rt_distill_run(rt_ctx *ctx, const rt_distill_cfg *cfg, int resume, rt_distill_summary *summary);
+
+/* Hyperparameter search over the path weights (strategy fixed), judged on a held-out validation
+ * split (data.val must be > 0): a grid over search_values for every path, or search_trials random
+ * draws (log-uniform between the smallest and largest value). Each trial is a run in
+ * out_dir/trial-N; out_dir/search.jsonl lists them; out_dir/best.txt holds the chosen weights as a
+ * `distill.weights=[...]` override. best (K floats, may be NULL) receives them. */
+int rt_distill_search(rt_ctx *ctx, const rt_distill_cfg *cfg, float *best, int *k_out);
 
 #ifdef __cplusplus
 }

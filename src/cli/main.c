@@ -15,6 +15,7 @@ static const char *usage =
     "Knowledge distillation in C. Commands:\n"
     "  train CONFIG [key=value ...] [--resume]   train a model (a teacher, or a student from scratch)\n"
     "  distill CONFIG [key=value ...]            train a student from a teacher along distillation paths\n"
+    "  search CONFIG [key=value ...]             choose path weights on a validation split (grid/random)\n"
     "  eval CHECKPOINT [key=value ...]           accuracy of a checkpoint on a data set's test split\n"
     "  info CHECKPOINT                           metadata, tensors and parameter count of a checkpoint\n"
     "  plot RUN_DIR... | --out DIR RUN_DIR...    SVG charts of runs, or of several runs compared\n"
@@ -53,6 +54,15 @@ static int help(const char *cmd) {
                "and weights, ms/step), paths.jsonl (every distill.log_every steps) and the student's checkpoint.\n\n"
                "Keys (default, meaning):\n");
         print_schema(rt_distill_schema, rt_distill_schema_len);
+        return 0;
+    }
+    if (cmd && !strcmp(cmd, "search")) {
+        printf("usage: retort search CONFIG [key=value ...]\n\n"
+               "The 'search' strategy: trains the distillation of CONFIG (strategy fixed) once per candidate\n"
+               "set of path weights, on data.val held-out samples (required), and picks the weights with the\n"
+               "best validation accuracy. search.mode grid tries every combination of search.values;\n"
+               "random draws search.trials log-uniform sets. Writes out_dir/search.jsonl and\n"
+               "out_dir/best.txt (a distill.weights=[...] override for retort distill).\n");
         return 0;
     }
     if (cmd && !strcmp(cmd, "eval")) {
@@ -122,6 +132,19 @@ static int cmd_distill(int argc, char **argv) {
            s.ms_per_step);
     printf("run directory: %s\n", cfg->train.out_dir);
     free(cfg);
+    rt_ctx_free(ctx);
+    return 0;
+}
+
+static int cmd_search(int argc, char **argv) {
+    if (argc < 1) return help("search"), 2;
+    rt_ctx *ctx = rt_ctx_new();
+    rt_distill_cfg *cfg = calloc(1, sizeof *cfg);
+    const char *path = !strcmp(argv[0], "-") || !strcmp(argv[0], "none") ? NULL : argv[0];
+    int rc = rt_config_load(ctx, rt_distill_schema, rt_distill_schema_len, cfg, path, argc - 1, argv + 1);
+    if (!rc) rc = rt_distill_search(ctx, cfg, NULL, NULL);
+    free(cfg);
+    if (rc) return fail(ctx);
     rt_ctx_free(ctx);
     return 0;
 }
@@ -208,6 +231,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "eval")) return cmd_eval(argc - 2, argv + 2);
     if (!strcmp(cmd, "distill")) return cmd_distill(argc - 2, argv + 2);
     if (!strcmp(cmd, "plot")) return cmd_plot(argc - 2, argv + 2);
+    if (!strcmp(cmd, "search")) return cmd_search(argc - 2, argv + 2);
     if (!strcmp(cmd, "info")) return cmd_info(argc - 2, argv + 2);
     fprintf(stderr, "retort: unknown command '%s'\n\n", cmd);
     return help("?");

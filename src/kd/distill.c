@@ -31,6 +31,9 @@ const rt_cfg_field rt_distill_schema[] = {
     D("distill.cos_every", RT_CFG_INT, cos_every, "0", "steps between gradient-cosine records (0 = never; K backward passes)")
     D("distill.z_weight_decay", RT_CFG_BOOL, z_weight_decay, "false", "weight decay on the adaptive z")
     D("distill.mgda_normalise", RT_CFG_STR, mgda_normalise, "none", "none | l2 | loss | loss_l2")
+    D("search.values", RT_CFG_FLOATLIST, search_values, "[0.1, 1, 10, 100, 1000]", "retort search: candidate path weights")
+    D("search.mode", RT_CFG_STR, search_mode, "grid", "retort search: grid | random")
+    D("search.trials", RT_CFG_INT, search_trials, "8", "retort search: random trials")
     D("kd.T", RT_CFG_FLOAT, T, "4", "soft-target and DKD temperature")
     D("dkd.alpha", RT_CFG_FLOAT, dkd_alpha, "1", "DKD target-class weight")
     D("dkd.beta", RT_CFG_FLOAT, dkd_beta, "8", "DKD non-target weight")
@@ -438,7 +441,7 @@ int rt_distill_run(rt_ctx *ctx, const rt_distill_cfg *cfg, int resume, rt_distil
     }
     rt_model_train(d.teacher, 0);
     int64_t gstep = 0;
-    double step_time = 0, student_acc = 0, agree_err = 0;
+    double step_time = 0, student_acc = 0, agree_err = 0, val_acc = -1;
     int64_t nsteps_timed = 0;
     for (int64_t epoch = 0; epoch < tc->epochs && !rc; epoch++) {
         float lr = rt_sched_lr(&sched, (double)epoch);
@@ -518,6 +521,8 @@ int rt_distill_run(rt_ctx *ctx, const rt_distill_cfg *cfg, int resume, rt_distil
         double train_time = rt_now() - t0, test_loss = 0;
         if ((rc = rt_evaluate(ctx, d.student, data.test, data.mean, data.std, tc->eval_batch, &student_acc, &test_loss, spred)))
             break;
+        if (data.val && (rc = rt_evaluate(ctx, d.student, data.val, data.mean, data.std, tc->eval_batch, &val_acc, NULL, NULL)))
+            break;
         int64_t dis = 0;
         for (int64_t i = 0; i < data.test->n; i++) dis += spred[i] != tpred[i];
         agree_err = (double)dis / data.test->n;
@@ -529,10 +534,10 @@ int rt_distill_run(rt_ctx *ctx, const rt_distill_cfg *cfg, int resume, rt_distil
         if ((rc = rt_train_save_checkpoint(ctx, tc, d.student, opt, &data, epoch, student_acc))) break;
         FILE *f = log.f;
         fprintf(f, "{\"epoch\": %lld, \"train_loss\": %.6g, \"train_ce\": %.6g, \"train_acc\": %.6g, \"test_acc\": %.6g, "
-                   "\"test_err\": %.6g, \"test_loss\": %.6g, \"agree_err\": %.6g, \"teacher_acc\": %.6g, \"lr\": %.6g, "
+                   "\"test_err\": %.6g, \"test_loss\": %.6g, \"val_acc\": %.6g, \"agree_err\": %.6g, \"teacher_acc\": %.6g, \"lr\": %.6g, "
                    "\"ms_per_step\": %.4g, \"seconds\": %.4g, \"train_seconds\": %.4g, \"strategy\": \"%s\", \"path_loss\": {",
                 (long long)epoch + 1, loss_sum / seen, ce_sum / seen, (double)correct / seen, student_acc, 1 - student_acc,
-                test_loss, agree_err, teacher_acc, (double)lr, ms, secs, train_time, cfg->strategy);
+                test_loss, val_acc, agree_err, teacher_acc, (double)lr, ms, secs, train_time, cfg->strategy);
         for (int k = 0; k < d.K; k++) fprintf(f, "%s\"%s\": %.6g", k ? ", " : "", d.p[k].name, path_sum[k] / seen);
         fprintf(f, "}, \"weight\": {");
         for (int k = 0; k < d.K; k++) fprintf(f, "%s\"%s\": %.6g", k ? ", " : "", d.p[k].name, d.weights[k]);
@@ -544,6 +549,7 @@ int rt_distill_run(rt_ctx *ctx, const rt_distill_cfg *cfg, int resume, rt_distil
         summary->student_acc = student_acc;
         summary->agree_err = agree_err;
         summary->ms_per_step = nsteps_timed ? 1000 * step_time / nsteps_timed : 0;
+        summary->val_acc = val_acc;
     }
     rt_jsonl_close(&log);
     rt_jsonl_close(&plog);
@@ -561,4 +567,91 @@ int rt_distill_run(rt_ctx *ctx, const rt_distill_cfg *cfg, int resume, rt_distil
     rt_model_free(d.teacher);
     rt_run_data_free(&data);
     return rc;
+}
+
+/* ---- hyperparameter search over the path weights ---- */
+
+int rt_distill_search(rt_ctx *ctx, const rt_distill_cfg *cfg, float *best, int *k_out) {
+    const rt_cfg_strlist *paths = &cfg->paths;
+    int K = paths->n, nv = cfg->search_values.n, grid = !strcmp(cfg->search_mode, "grid");
+    if (cfg->train.data.val <= 0)
+        return rt_fail(ctx, RT_EINVAL, "search: data.val must be > 0 (the weights are chosen on a held-out split)");
+    if (K <= 0 || K > 8) return rt_fail(ctx, RT_EINVAL, "search: 1 to 8 paths, got %d", K);
+    if (nv <= 0) return rt_fail(ctx, RT_EINVAL, "search: search.values is empty");
+    if (!grid && strcmp(cfg->search_mode, "random"))
+        return rt_fail(ctx, RT_EINVAL, "search.mode '%s' is unknown (grid, random)", cfg->search_mode);
+    int64_t trials = 1;
+    if (grid)
+        for (int k = 0; k < K; k++) trials *= nv;
+    else
+        trials = cfg->search_trials;
+    if (trials <= 0 || trials > 10000) return rt_fail(ctx, RT_EINVAL, "search: %lld trials (1 to 10000)", (long long)trials);
+    int rc = rt_train_make_dir(ctx, cfg->train.out_dir);
+    if (rc) return rc;
+    char path[700];
+    snprintf(path, sizeof path, "%s/search.jsonl", cfg->train.out_dir);
+    rt_jsonl slog = {0};
+    if (rt_jsonl_open(&slog, path)) return rt_fail(ctx, RT_EIO, "cannot write %s: %s", path, strerror(errno));
+    double lo = cfg->search_values.v[0], hi = lo;
+    for (int i = 0; i < nv; i++) lo = fmin(lo, cfg->search_values.v[i]), hi = fmax(hi, cfg->search_values.v[i]);
+    if (!grid && lo <= 0) {
+        rt_jsonl_close(&slog);
+        return rt_fail(ctx, RT_EINVAL, "search: random mode draws log-uniformly and needs positive search.values");
+    }
+    rt_rng rng;
+    rt_rng_seed(&rng, (uint64_t)cfg->train.seed * 977 + 11);
+    rt_distill_cfg *c = malloc(sizeof *c);
+    double best_val = -1;
+    float w[8], wbest[8] = {0};
+    for (int64_t t = 0; t < trials && !rc; t++) {
+        int64_t code = t;
+        for (int k = 0; k < K; k++) {
+            if (grid) {
+                w[k] = (float)cfg->search_values.v[code % nv];
+                code /= nv;
+            } else {
+                w[k] = (float)exp(log(lo) + (log(hi) - log(lo)) * rt_rng_uniform(&rng));
+            }
+        }
+        *c = *cfg;
+        snprintf(c->strategy, sizeof c->strategy, "fixed");
+        c->weights.n = K;
+        for (int k = 0; k < K; k++) c->weights.v[k] = w[k];
+        char dir[RT_CFG_STR_MAX + 32];
+        snprintf(dir, sizeof dir, "%s/trial-%lld", cfg->train.out_dir, (long long)t);
+        if (strlen(dir) >= sizeof c->train.out_dir) {
+            rc = rt_fail(ctx, RT_EINVAL, "search: out_dir too long for its trial directories");
+            break;
+        }
+        memcpy(c->train.out_dir, dir, strlen(dir) + 1);
+        fprintf(stderr, "search trial %lld/%lld: weights", (long long)t + 1, (long long)trials);
+        for (int k = 0; k < K; k++) fprintf(stderr, " %s=%g", paths->v[k], w[k]);
+        fprintf(stderr, "\n");
+        rt_distill_summary s = {0};
+        if ((rc = rt_distill_run(ctx, c, 0, &s))) break;
+        char wtxt[256] = "";
+        for (int k = 0; k < K; k++) snprintf(wtxt + strlen(wtxt), sizeof wtxt - strlen(wtxt), "%s%g", k ? ", " : "", w[k]);
+        rt_jsonl_write(&slog, "trial", 'i', (int64_t)t, "weights", 's', wtxt, "val_acc", 'f', s.val_acc, "test_acc", 'f',
+                       s.student_acc, "agree_err", 'f', s.agree_err, NULL);
+        if (s.val_acc > best_val) {
+            best_val = s.val_acc;
+            memcpy(wbest, w, sizeof w);
+        }
+    }
+    free(c);
+    rt_jsonl_close(&slog);
+    if (rc) return rc;
+    snprintf(path, sizeof path, "%s/best.txt", cfg->train.out_dir);
+    FILE *f = fopen(path, "w");
+    if (!f) return rt_fail(ctx, RT_EIO, "cannot write %s: %s", path, strerror(errno));
+    fprintf(f, "distill.weights=[");
+    for (int k = 0; k < K; k++) fprintf(f, "%s%g", k ? "," : "", wbest[k]);
+    fprintf(f, "]\n");
+    fclose(f);
+    fprintf(stderr, "search: best validation accuracy %.2f%% with distill.weights=[", 100 * best_val);
+    for (int k = 0; k < K; k++) fprintf(stderr, "%s%g", k ? "," : "", wbest[k]);
+    fprintf(stderr, "] (in %s)\n", path);
+    if (best) memcpy(best, wbest, (size_t)K * sizeof(float));
+    if (k_out) *k_out = K;
+    return RT_OK;
 }

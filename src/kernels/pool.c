@@ -17,6 +17,14 @@ int rt_pool2d_shape_finish(rt_pool2d_shape *s) {
     return 0;
 }
 
+/* The input range [*i0, *i1) under output position o's window along one axis (stride, padding,
+ * kernel size k, input size n), clipped to the input: the padding contributes no taps. */
+static inline void window(int64_t o, int64_t stride, int64_t pad, int64_t k, int64_t n, int64_t *i0, int64_t *i1) {
+    int64_t start = o * stride - pad;
+    *i0 = max64(start, 0);
+    *i1 = min64(start + k, n);
+}
+
 /* ---- max pooling ---- */
 
 // in (P,H,W), out (P,OH,OW), argmax (P,OH,OW) or NULL; overwrites out and argmax
@@ -26,11 +34,11 @@ void rt_maxpool2d_forward(const rt_pool2d_shape *s, float *out, int32_t *argmax,
     for (int64_t p = 0; p < s->P; p++) {
         const float *ip = in + p * HW;
         for (int64_t oh = 0; oh < s->OH; oh++) {
-            int64_t h0 = oh * s->sh - s->ph, h1 = min64(h0 + s->KH, s->H);
-            h0 = max64(h0, 0);
+            int64_t h0, h1;
+            window(oh, s->sh, s->ph, s->KH, s->H, &h0, &h1);
             for (int64_t ow = 0; ow < s->OW; ow++) {
-                int64_t w0 = ow * s->sw - s->pw, w1 = min64(w0 + s->KW, s->W);
-                w0 = max64(w0, 0);
+                int64_t w0, w1;
+                window(ow, s->sw, s->pw, s->KW, s->W, &w0, &w1);
                 float m = -INFINITY;
                 int64_t mi = h0 * s->W + w0;
                 for (int64_t ih = h0; ih < h1; ih++)
@@ -66,11 +74,11 @@ void rt_avgpool2d_forward(const rt_pool2d_shape *s, float *out, const float *in)
     for (int64_t p = 0; p < s->P; p++) {
         const float *ip = in + p * HW;
         for (int64_t oh = 0; oh < s->OH; oh++) {
-            int64_t h0 = oh * s->sh - s->ph, h1 = min64(h0 + s->KH, s->H);
-            h0 = max64(h0, 0);
+            int64_t h0, h1;
+            window(oh, s->sh, s->ph, s->KH, s->H, &h0, &h1);
             for (int64_t ow = 0; ow < s->OW; ow++) {
-                int64_t w0 = ow * s->sw - s->pw, w1 = min64(w0 + s->KW, s->W);
-                w0 = max64(w0, 0);
+                int64_t w0, w1;
+                window(ow, s->sw, s->pw, s->KW, s->W, &w0, &w1);
                 float sum = 0;
                 for (int64_t ih = h0; ih < h1; ih++)
                     for (int64_t iw = w0; iw < w1; iw++) sum += ip[ih * s->W + iw];
@@ -88,11 +96,11 @@ void rt_avgpool2d_backward(const rt_pool2d_shape *s, float *gin, const float *go
     for (int64_t p = 0; p < s->P; p++) {
         float *gp = gin + p * HW;
         for (int64_t oh = 0; oh < s->OH; oh++) {
-            int64_t h0 = oh * s->sh - s->ph, h1 = min64(h0 + s->KH, s->H);
-            h0 = max64(h0, 0);
+            int64_t h0, h1;
+            window(oh, s->sh, s->ph, s->KH, s->H, &h0, &h1);
             for (int64_t ow = 0; ow < s->OW; ow++) {
-                int64_t w0 = ow * s->sw - s->pw, w1 = min64(w0 + s->KW, s->W);
-                w0 = max64(w0, 0);
+                int64_t w0, w1;
+                window(ow, s->sw, s->pw, s->KW, s->W, &w0, &w1);
                 float g = gout[p * OHW + oh * s->OW + ow] / div;
                 for (int64_t ih = h0; ih < h1; ih++)
                     for (int64_t iw = w0; iw < w1; iw++) gp[ih * s->W + iw] += g;

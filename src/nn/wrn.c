@@ -114,7 +114,7 @@ rt_module *rt_nn_wrn(rt_ctx *ctx, rt_paramset *ps, int depth, const int64_t chan
     rt_module *kids[6] = {NULL};
     kids[0] = w->conv1 = rt_nn_conv2d(ctx, ps, "conv1", o->in_channels, channels[0], 3, 1, 1, 1, 0);
     for (int s = 0; s < 3; s++) {
-        char seq[128];
+        char seq[32];
         snprintf(seq, sizeof seq, "block%d.layer", s + 1);
         rt_module *blocks[64] = {NULL};
         for (int i = 0; i < n; i++) {

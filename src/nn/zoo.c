@@ -23,22 +23,33 @@ static const arch_entry archs[] = {
 };
 #define NARCHS ((int)(sizeof archs / sizeof archs[0]))
 
+/* The other families (src/nn/wrn.c, vgg.c, mobilenetv2.c, shufflenet.c) build the names they list. */
+static const rt_nn_family *const families[] = {&rt_nn_wrn_family, &rt_nn_vgg_family, &rt_nn_mobilenetv2_family,
+                                               &rt_nn_shufflenet_family};
+#define NFAMILIES ((int)(sizeof families / sizeof families[0]))
+
 const char *const *rt_model_archs(void) {
-    static const char *const names[NARCHS + 1] = {"resnet8",   "resnet14",  "resnet20",   "resnet32",
-                                                  "resnet44",  "resnet56",  "resnet110",  "resnet8x4",
-                                                  "resnet32x4", "mlp",      NULL};
+    static const char *const names[] = {"resnet8",  "resnet14", "resnet20",  "resnet32",    "resnet44",  "resnet56",
+                                        "resnet110", "resnet8x4", "resnet32x4", "mlp",      "wrn_16_1",  "wrn_16_2",
+                                        "wrn_40_1", "wrn_40_2", "vgg8",      "vgg11",       "vgg13",     "MobileNetV2",
+                                        "ShuffleV1", "ShuffleV2", NULL};
     return names;
 }
 
 rt_model *rt_model_new(rt_ctx *ctx, const char *arch, const rt_model_opts *opts, uint64_t seed) {
     if (rt_status(ctx)) return NULL;
     const arch_entry *a = NULL;
+    const rt_nn_family *fam = NULL;
     for (int i = 0; i < NARCHS && arch; i++)
         if (strcmp(archs[i].name, arch) == 0) a = &archs[i];
-    if (!a) {
+    for (int f = 0; f < NFAMILIES && arch && !a; f++)
+        for (const char *const *n = families[f]->archs; *n; n++)
+            if (strcmp(*n, arch) == 0) fam = families[f];
+    if (!a && !fam) {
         char known[512] = "";
-        for (int i = 0; i < NARCHS; i++)
-            snprintf(known + strlen(known), sizeof known - strlen(known), "%s%s", i ? ", " : "", archs[i].name);
+        const char *const *names = rt_model_archs();
+        for (int i = 0; names[i]; i++)
+            snprintf(known + strlen(known), sizeof known - strlen(known), "%s%s", i ? ", " : "", names[i]);
         rt_fail(ctx, RT_EINVAL, "model: unknown arch '%s' (known: %s)", arch ? arch : "(null)", known);
         return NULL;
     }
@@ -61,15 +72,17 @@ rt_model *rt_model_new(rt_ctx *ctx, const char *arch, const rt_model_opts *opts,
     snprintf(m->arch, sizeof m->arch, "%s", arch);
     m->opts = o;
     rt_params_init(&m->params);
-    m->root = a->depth ? rt_nn_resnet_cifar(ctx, &m->params, a->depth, a->filters, &o, m)
-                       : rt_nn_mlp(ctx, &m->params, &o, m);
+    m->root = fam        ? fam->build(ctx, &m->params, arch, &o, m)
+              : a->depth ? rt_nn_resnet_cifar(ctx, &m->params, a->depth, a->filters, &o, m)
+                         : rt_nn_mlp(ctx, &m->params, &o, m);
     if (!m->root || rt_params_finalize(ctx, &m->params)) {
         rt_model_free(m);
         return NULL;
     }
     rt_rng rng;
     rt_rng_seed(&rng, seed);
-    rt_nn_init_tree(m->root, &rng, a->depth != 0);
+    if (fam) fam->init(m, &rng);
+    else rt_nn_init_tree(m->root, &rng, a->depth != 0);
     return m;
 }
 

@@ -52,9 +52,11 @@ static float *sample_grads(rt_ctx *ctx, rt_node *n) {
     return g;
 }
 
-/* Records a loss node over src and fills its saved state; returns y (or NULL on error). */
-static rt_tensor *record_loss(rt_ctx *ctx, const rt_opdef *op, rt_tensor *y, int nsrc, rt_tensor **src, loss_saved s,
-                              const int32_t *labels) {
+/* The loss output from per-sample values (reduce_output with s's B, norm and reduction), recorded as
+ * a node over src that saves s (and a copy of labels when given); returns it, or NULL on error. */
+static rt_tensor *finish_loss(rt_ctx *ctx, const rt_opdef *op, const double *per, int nsrc, rt_tensor **src,
+                              loss_saved s, const int32_t *labels) {
+    rt_tensor *y = reduce_output(ctx, per, s.B, s.norm, s.red);
     if (!y) return NULL;
     rt_node *nd = rt_record(ctx, op, y, nsrc, src, sizeof(loss_saved));
     if (nd) {
@@ -109,9 +111,8 @@ rt_tensor *rt_cross_entropy(rt_ctx *ctx, rt_tensor *logits, const int32_t *label
     double *per = lse ? rt_scratch(ctx, (size_t)B * sizeof(double)) : NULL;
     if (!per) return NULL;
     rt_ce_forward(logits->data, labels, label_smoothing, B, K, per, lse);
-    rt_tensor *y = reduce_output(ctx, per, B, 1.0, red);
     loss_saved s = {red, B, K, 1.0, label_smoothing, 0, lse, NULL};
-    return record_loss(ctx, &op_cross_entropy, y, 1, &logits, s, labels);
+    return finish_loss(ctx, &op_cross_entropy, per, 1, &logits, s, labels);
 }
 
 /* ---- cross-entropy with soft targets ---- */
@@ -135,9 +136,8 @@ rt_tensor *rt_soft_cross_entropy(rt_ctx *ctx, rt_tensor *logits, rt_tensor *targ
     double *per = lse ? rt_scratch(ctx, (size_t)B * sizeof(double)) : NULL;
     if (!per) return NULL;
     rt_soft_ce_forward(logits->data, target->data, B, K, per, lse);
-    rt_tensor *y = reduce_output(ctx, per, B, 1.0, red);
     loss_saved s = {red, B, K, 1.0, 0, 0, lse, NULL};
-    return record_loss(ctx, &op_soft_cross_entropy, y, 2, (rt_tensor *[]){logits, target}, s, NULL);
+    return finish_loss(ctx, &op_soft_cross_entropy, per, 2, (rt_tensor *[]){logits, target}, s, NULL);
 }
 
 /* ---- KL(target || input), input given as log-probabilities ---- */
@@ -159,9 +159,8 @@ rt_tensor *rt_kl_div(rt_ctx *ctx, rt_tensor *input_logp, rt_tensor *target_p, rt
     double *per = rt_scratch(ctx, (size_t)B * sizeof(double));
     if (!per) return NULL;
     rt_kl_forward(input_logp->data, target_p->data, B, K, per);
-    rt_tensor *y = reduce_output(ctx, per, B, 1.0, red); /* RT_MEAN: sum / B = PyTorch's 'batchmean' */
-    loss_saved s = {red, B, K, 1.0, 0, 0, NULL, NULL};
-    return record_loss(ctx, &op_kl_div, y, 2, (rt_tensor *[]){input_logp, target_p}, s, NULL);
+    loss_saved s = {red, B, K, 1.0, 0, 0, NULL, NULL}; /* norm 1, so RT_MEAN is sum / B: PyTorch's 'batchmean' */
+    return finish_loss(ctx, &op_kl_div, per, 2, (rt_tensor *[]){input_logp, target_p}, s, NULL);
 }
 
 /* ---- pointwise losses of a - b ---- */
@@ -188,9 +187,8 @@ static rt_tensor *pointwise_loss(rt_ctx *ctx, const rt_opdef *op, rt_ploss_kind 
     double *per = rt_scratch(ctx, (size_t)B * sizeof(double));
     if (!per) return NULL;
     rt_ploss_forward(kind, param, a->data, b->data, B, D, per);
-    rt_tensor *y = reduce_output(ctx, per, B, (double)D, red);
     loss_saved s = {red, B, D, (double)D, param, kind, NULL, NULL};
-    return record_loss(ctx, op, y, 2, (rt_tensor *[]){a, b}, s, NULL);
+    return finish_loss(ctx, op, per, 2, (rt_tensor *[]){a, b}, s, NULL);
 }
 
 rt_tensor *rt_mse(rt_ctx *ctx, rt_tensor *a, rt_tensor *b, rt_reduction red) {
