@@ -42,7 +42,7 @@ $(BUILD)/libretort.so: $(LIB_OBJ)
 $(BUILD)/retort: $(CLI_OBJ) $(BUILD)/libretort.a
 	@if [ -n "$(CLI_OBJ)" ]; then $(CC) $(CFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libretort.a $(LDLIBS); else touch $@; fi
 
-$(BUILD)/tests/%: tests/%.c tests/test.h $(BUILD)/libretort.a
+$(BUILD)/tests/%: tests/%.c $(wildcard tests/*.h) $(BUILD)/libretort.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests -o $@ $< $(BUILD)/libretort.a $(LDLIBS)
 

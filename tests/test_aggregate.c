@@ -6,34 +6,7 @@
 #include "retort/aggregate.h"
 #include "kernels/gram.h"
 #include "test.h"
-
-static rt_tensor *persist(int ndim, const int64_t *shape, uint64_t seed, int grad) {
-    rt_tensor *t = calloc(1, sizeof *t);
-    int64_t n = 1;
-    for (int i = 0; i < ndim; i++) n *= shape[i];
-    float *d = malloc(n * sizeof(float));
-    rt_rng r;
-    rt_rng_seed(&r, seed);
-    for (int64_t i = 0; i < n; i++) d[i] = rt_rng_normal(&r);
-    rt_tensor_init(t, d, ndim, shape);
-    if (grad) {
-        t->grad = calloc(n, sizeof(float));
-        t->requires_grad = 1;
-    }
-    return t;
-}
-
-static void unpersist(rt_tensor *t) {
-    free(t->data);
-    free(t->grad);
-    free(t);
-}
-
-static void randn(float *x, size_t n, uint64_t seed) {
-    rt_rng r;
-    rt_rng_seed(&r, seed);
-    for (size_t i = 0; i < n; i++) x[i] = rt_rng_normal(&r);
-}
+#include "test_util.h"
 
 /* plain double Gram of K rows of G (K x n) */
 static void gram_plain(int K, size_t n, const float *G, double *gram) {
@@ -63,7 +36,7 @@ TEST(gram_fast_matches_reference_and_thread_count) {
     for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
         int64_t n = sizes[si], K = 3;
         float *G = malloc(K * n * sizeof(float));
-        randn(G, K * n, 40 + si);
+        rt_test_fill_normal(G, K * n, 40 + si);
         for (int64_t t = 0; t < n; t++) G[2 * n + t] = 0.5f * G[t] + 3.0f; /* correlated, non-zero mean */
         const float *rows[3] = {G, G + n, G + 2 * n};
         double ref[9], fast[9], fast1[9], work[RT_GRAM_NBLK * 6];
@@ -94,7 +67,7 @@ TEST(minnorm_two_vectors_closed_form) {
     const size_t n = 7;
     for (int trial = 0; trial < 12; trial++) {
         float G[2 * 7];
-        randn(G, 2 * n, 100 + trial);
+        rt_test_fill_normal(G, 2 * n, 100 + trial);
         if (trial % 3 == 1) /* share a large common part: the optimum tends to an end of the segment */
             for (size_t t = 0; t < n; t++) G[n + t] = 1.7f * G[t] + 0.3f * G[n + t];
         if (trial == 9)
@@ -184,7 +157,7 @@ TEST(minnorm_three_vectors_vs_grid) {
     float G[3 * n];
     double c[3];
     for (int trial = 0; trial < 6; trial++) { /* generic: optimum at a vertex, on an edge or inside */
-        randn(G, 3 * n, 200 + trial);
+        rt_test_fill_normal(G, 3 * n, 200 + trial);
         if (trial >= 3)
             for (int t = 0; t < n; t++) G[t] += 2.0f, G[n + t] += 2.0f, G[2 * n + t] += 2.0f; /* obtuse hulls */
         char name[32];
@@ -198,12 +171,12 @@ TEST(minnorm_three_vectors_vs_grid) {
     CHECK(rt_minnorm(ctx, 3, (const float *[]){around, around + 2, around + 4}, 2, NULL, c, &nrm) == 0);
     CHECKF(nrm < 1e-10, "origin inside the hull: |.|^2 = %g", nrm);
     /* identical vectors: any weights give the same point */
-    randn(G, n, 300);
+    rt_test_fill_normal(G, n, 300);
     memcpy(G + n, G, n * sizeof(float));
     memcpy(G + 2 * n, G, n * sizeof(float));
     CHECK(check3(ctx, "identical", n, G, 0, NULL));
     /* one vector zero: all weight there, norm 0 */
-    randn(G, 3 * n, 301);
+    rt_test_fill_normal(G, 3 * n, 301);
     memset(G + n, 0, n * sizeof(float));
     CHECK(check3(ctx, "one zero", n, G, 1, c));
     CHECKF(c[1] == 1.0 && c[0] == 0 && c[2] == 0, "c = %g %g %g", c[0], c[1], c[2]);
@@ -214,12 +187,12 @@ TEST(minnorm_three_vectors_vs_grid) {
     double inv[3] = {1.0, 0.25, 4.0}, tot = 5.25;
     for (int k = 0; k < 3; k++) CHECK_CLOSE(c[k], inv[k] / tot, 1e-4);
     /* one vector inside the hull of the others (g2 = 0.3 g0 + 0.7 g1): the min is the pair's */
-    randn(G, 2 * n, 302);
+    rt_test_fill_normal(G, 2 * n, 302);
     for (int t = 0; t < n; t++) G[t] += 1.0f, G[n + t] += 1.0f;
     for (int t = 0; t < n; t++) G[2 * n + t] = 0.3f * G[t] + 0.7f * G[n + t];
     CHECK(check3(ctx, "inside the hull", n, G, 0, NULL));
     /* two identical and one different */
-    randn(G, 3 * n, 303);
+    rt_test_fill_normal(G, 3 * n, 303);
     memcpy(G + n, G, n * sizeof(float));
     CHECK(check3(ctx, "two identical", n, G, 0, NULL));
     rt_ctx_free(ctx);
@@ -283,7 +256,7 @@ TEST(minnorm_many_vectors_vs_exact) {
     for (int trial = 0; trial < 8; trial++) {
         int K = trial % 2 ? 5 : 6;
         float G[6 * n];
-        randn(G, K * n, 400 + trial);
+        rt_test_fill_normal(G, K * n, 400 + trial);
         for (int i = 0; i < K * n; i++) G[i] += (i % n < trial % 4) ? 1.5f : 0.0f;
         const float *rows[6];
         for (int k = 0; k < K; k++) rows[k] = G + k * n;
@@ -337,7 +310,7 @@ TEST(minnorm_single_and_errors) {
     rt_clear_error(ctx);
     /* max_iter bounds the Frank-Wolfe loop: 1 iteration is worse than the converged answer here */
     float G[3 * 5];
-    randn(G, 15, 206);
+    rt_test_fill_normal(G, 15, 206);
     const float *rows[3] = {G, G + 5, G + 10};
     rt_minnorm_opts one = {.max_iter = 1};
     double c1[3], n1, cc[3], nc;
@@ -351,7 +324,7 @@ TEST(minnorm_normalisation_modes) {
     rt_ctx *ctx = rt_ctx_new();
     enum { n = 6 };
     float G[3 * n], N[3 * n];
-    randn(G, 3 * n, 500);
+    rt_test_fill_normal(G, 3 * n, 500);
     for (int t = 0; t < n; t++) G[t] *= 10.0f, G[n + t] *= 0.1f, G[2 * n + t] += 1.0f;
     const float *rows[3] = {G, G + n, G + 2 * n}, *nrows[3] = {N, N + n, N + 2 * n};
     double gram[9];
@@ -409,8 +382,8 @@ static rt_tensor *f_agg(rt_ctx *ctx, rt_tensor **in, void *u) {
 
 TEST(aggregates_gradcheck) {
     rt_ctx *ctx = rt_ctx_new();
-    rt_tensor *in[NL + 1] = {persist(2, (int64_t[]){2, 3}, 600, 1), persist(1, (int64_t[]){4}, 601, 1),
-                             persist(2, (int64_t[]){1, 2}, 602, 1), persist(1, (int64_t[]){NL}, 603, 1)};
+    rt_tensor *in[NL + 1] = {rt_test_tensor(2, (int64_t[]){2, 3}, 600, 1), rt_test_tensor(1, (int64_t[]){4}, 601, 1),
+                             rt_test_tensor(2, (int64_t[]){1, 2}, 602, 1), rt_test_tensor(1, (int64_t[]){NL}, 603, 1)};
     const float w[NL] = {1.0f, 2.5f, 0.3f};
     agg_user cases[] = {{NULL, 0}, {w, 1}, {NULL, 2}, {w, 2}};
     char rep[512];
@@ -420,7 +393,7 @@ TEST(aggregates_gradcheck) {
                rt_errmsg(ctx));
         rt_step_reset(ctx);
     }
-    for (int k = 0; k <= NL; k++) unpersist(in[k]);
+    for (int k = 0; k <= NL; k++) rt_test_tensor_free(in[k]);
     rt_ctx_free(ctx);
 }
 
@@ -512,9 +485,15 @@ static void tiny_init(rt_ctx *ctx, tiny *m) {
     m->wb = rt_params_add(ctx, &m->ps, "head_b.weight", RT_PARAM, 2, (int64_t[]){2, 4});
     m->unused = rt_params_add(ctx, &m->ps, "unused.weight", RT_PARAM, 1, (int64_t[]){3});
     rt_params_finalize(ctx, &m->ps);
-    randn(m->ps.data, m->ps.n, 700);
-    m->x = persist(2, (int64_t[]){5, 3}, 701, 0);
-    m->target = persist(2, (int64_t[]){5, 2}, 702, 0);
+    rt_test_fill_normal(m->ps.data, m->ps.n, 700);
+    m->x = rt_test_tensor(2, (int64_t[]){5, 3}, 701, 0);
+    m->target = rt_test_tensor(2, (int64_t[]){5, 2}, 702, 0);
+}
+
+static void tiny_free(tiny *m) {
+    rt_test_tensor_free(m->x);
+    rt_test_tensor_free(m->target);
+    rt_params_free(&m->ps);
 }
 
 /* K = 4 path losses: head A's, head B's, one on head B's weights only, and a constant */
@@ -537,7 +516,7 @@ TEST(path_grads_match_single_backward) {
     float *G = malloc(K * n * sizeof(float)), *want = malloc(n * sizeof(float));
     rt_tensor *L[K];
     tiny_losses(ctx, &m, L);
-    randn(m.ps.grad, n, 703); /* stale gradients must not leak into the rows */
+    rt_test_fill_normal(m.ps.grad, n, 703); /* stale gradients must not leak into the rows */
     CHECKF(rt_path_grads(ctx, &m.ps, K, L, G) == 0, "%s", rt_errmsg(ctx));
     for (size_t i = 0; i < n; i++) CHECK(m.ps.grad[i] == 0.0f); /* left zeroed */
     rt_param *pw1 = rt_params_find(&m.ps, "fc1.weight"), *pwa = rt_params_find(&m.ps, "head_a.weight"),
@@ -568,9 +547,7 @@ TEST(path_grads_match_single_backward) {
     CHECK(G[0 * n + pw1->offset] != 0.0f && G[1 * n + pw1->offset] != 0.0f);
     free(G);
     free(want);
-    unpersist(m.x);
-    unpersist(m.target);
-    rt_params_free(&m.ps);
+    tiny_free(&m);
     rt_ctx_free(ctx);
 }
 
@@ -608,9 +585,7 @@ TEST(path_grads_range_combine_and_reuse_of_tape) {
     CHECKF(e < 1e-5, "combined rows vs backward: %g", e);
     free(G);
     free(comb);
-    unpersist(m.x);
-    unpersist(m.target);
-    rt_params_free(&m.ps);
+    tiny_free(&m);
     rt_ctx_free(ctx);
 }
 

@@ -2,6 +2,7 @@
  * arena marks, and gradcheck itself. */
 #include "retort/retort.h"
 #include "test.h"
+#include "test_util.h"
 
 /* Test tensors live until the test's end: release() frees them all. */
 static void *owned[256];
@@ -14,20 +15,12 @@ static void release(void) {
     while (nowned) free(owned[--nowned]);
 }
 
-static rt_tensor *persist(int ndim, const int64_t *shape, uint64_t seed, int grad) {
-    rt_tensor *t = own(calloc(1, sizeof *t));
-    int64_t n = 1;
-    for (int i = 0; i < ndim; i++) n *= shape[i];
-    float *d = own(malloc(n * sizeof(float)));
-    rt_rng r;
-    rt_rng_seed(&r, seed);
-    for (int64_t i = 0; i < n; i++) d[i] = rt_rng_normal(&r);
-    rt_tensor_init(t, d, ndim, shape);
-    if (grad) {
-        t->grad = own(calloc(n, sizeof(float)));
-        t->requires_grad = 1;
-    }
-    return t;
+/* An rt_test_tensor whose buffers release() frees. */
+static rt_tensor *owned_tensor(int ndim, const int64_t *shape, uint64_t seed, int grad) {
+    rt_tensor *t = rt_test_tensor(ndim, shape, seed, grad);
+    own(t->data);
+    if (t->grad) own(t->grad);
+    return own(t);
 }
 
 static rt_tensor *f_linear(rt_ctx *ctx, rt_tensor **in, void *u) { return rt_linear(ctx, in[0], in[1], in[2]); }
@@ -42,8 +35,8 @@ static rt_tensor *f_views(rt_ctx *ctx, rt_tensor **in, void *u) {
 
 TEST(gradcheck_linear) {
     rt_ctx *ctx = rt_ctx_new();
-    rt_tensor *in[3] = {persist(2, (int64_t[]){5, 7}, 1, 1), persist(2, (int64_t[]){4, 7}, 2, 1),
-                        persist(1, (int64_t[]){4}, 3, 1)};
+    rt_tensor *in[3] = {owned_tensor(2, (int64_t[]){5, 7}, 1, 1), owned_tensor(2, (int64_t[]){4, 7}, 2, 1),
+                        owned_tensor(1, (int64_t[]){4}, 3, 1)};
     char rep[512];
     int rc = rt_gradcheck(ctx, f_linear, NULL, 3, in, NULL, rep);
     CHECKF(rc == 0, "%s / %s", rep, rt_errmsg(ctx));
@@ -53,10 +46,10 @@ TEST(gradcheck_linear) {
 
 TEST(gradcheck_matmul_batched) {
     rt_ctx *ctx = rt_ctx_new();
-    rt_tensor *in[2] = {persist(3, (int64_t[]){2, 3, 4}, 4, 1), persist(3, (int64_t[]){2, 4, 5}, 5, 1)};
+    rt_tensor *in[2] = {owned_tensor(3, (int64_t[]){2, 3, 4}, 4, 1), owned_tensor(3, (int64_t[]){2, 4, 5}, 5, 1)};
     char rep[512];
     CHECKF(rt_gradcheck(ctx, f_matmul, NULL, 2, in, NULL, rep) == 0, "%s / %s", rep, rt_errmsg(ctx));
-    rt_tensor *in2[2] = {persist(3, (int64_t[]){2, 3, 4}, 6, 1), persist(2, (int64_t[]){4, 5}, 7, 1)};
+    rt_tensor *in2[2] = {owned_tensor(3, (int64_t[]){2, 3, 4}, 6, 1), owned_tensor(2, (int64_t[]){4, 5}, 7, 1)};
     CHECKF(rt_gradcheck(ctx, f_matmul, NULL, 2, in2, NULL, rep) == 0, "shared b: %s / %s", rep, rt_errmsg(ctx));
     rt_ctx_free(ctx);
     release();
@@ -64,7 +57,7 @@ TEST(gradcheck_matmul_batched) {
 
 TEST(gradcheck_views) {
     rt_ctx *ctx = rt_ctx_new();
-    rt_tensor *in[2] = {persist(2, (int64_t[]){3, 4}, 8, 1), persist(2, (int64_t[]){2, 3}, 9, 1)};
+    rt_tensor *in[2] = {owned_tensor(2, (int64_t[]){3, 4}, 8, 1), owned_tensor(2, (int64_t[]){2, 3}, 9, 1)};
     char rep[512];
     CHECKF(rt_gradcheck(ctx, f_views, NULL, 2, in, NULL, rep) == 0, "%s / %s", rep, rt_errmsg(ctx));
     rt_ctx_free(ctx);
@@ -85,7 +78,7 @@ static rt_tensor *f_wrong(rt_ctx *ctx, rt_tensor **in, void *u) {
 }
 TEST(gradcheck_catches_wrong_backward) {
     rt_ctx *ctx = rt_ctx_new();
-    rt_tensor *in[1] = {persist(1, (int64_t[]){6}, 10, 1)};
+    rt_tensor *in[1] = {owned_tensor(1, (int64_t[]){6}, 10, 1)};
     char rep[512];
     CHECK(rt_gradcheck(ctx, f_wrong, NULL, 1, in, NULL, rep) != 0);
     rt_ctx_free(ctx);
@@ -96,8 +89,8 @@ TEST(multiple_passes_and_nonparam_leaves) {
     /* y = x @ w^T; two scalar losses from one forward: L1 = sum(y[:,0]), L2 = sum(y * s) with s a
      * non-parameter leaf. Separate passes give separate gradients; leaf grads accumulate. */
     rt_ctx *ctx = rt_ctx_new();
-    rt_tensor *x = persist(2, (int64_t[]){3, 2}, 11, 0), *w = persist(2, (int64_t[]){2, 2}, 12, 1);
-    rt_tensor *s = persist(2, (int64_t[]){2, 1}, 13, 1);
+    rt_tensor *x = owned_tensor(2, (int64_t[]){3, 2}, 11, 0), *w = owned_tensor(2, (int64_t[]){2, 2}, 12, 1);
+    rt_tensor *s = owned_tensor(2, (int64_t[]){2, 1}, 13, 1);
     rt_tensor *y = rt_linear(ctx, x, w, NULL); /* (3,2) */
     rt_tensor *ones = rt_full(ctx, 2, (int64_t[]){1, 3}, 1.0f);
     rt_tensor *col = rt_matmul(ctx, ones, y); /* (1,2) column sums */
@@ -133,7 +126,7 @@ TEST(multiple_passes_and_nonparam_leaves) {
 
 TEST(no_grad_mode_records_nothing) {
     rt_ctx *ctx = rt_ctx_new();
-    rt_tensor *x = persist(2, (int64_t[]){3, 2}, 11, 0), *w = persist(2, (int64_t[]){2, 2}, 12, 1);
+    rt_tensor *x = owned_tensor(2, (int64_t[]){3, 2}, 11, 0), *w = owned_tensor(2, (int64_t[]){2, 2}, 12, 1);
     int prev = rt_set_grad_enabled(ctx, 0);
     rt_tensor *y = rt_linear(ctx, x, w, NULL);
     rt_set_grad_enabled(ctx, prev);
@@ -146,7 +139,7 @@ TEST(no_grad_mode_records_nothing) {
 
 TEST(detach_stops_gradient) {
     rt_ctx *ctx = rt_ctx_new();
-    rt_tensor *x = persist(2, (int64_t[]){1, 2}, 14, 1), *w = persist(2, (int64_t[]){1, 2}, 15, 1);
+    rt_tensor *x = owned_tensor(2, (int64_t[]){1, 2}, 14, 1), *w = owned_tensor(2, (int64_t[]){1, 2}, 15, 1);
     rt_tensor *y = rt_linear(ctx, rt_detach(ctx, x), w, NULL);
     CHECK(rt_backward(ctx, y) == 0);
     CHECK(x->grad[0] == 0 && x->grad[1] == 0);
@@ -157,7 +150,7 @@ TEST(detach_stops_gradient) {
 
 TEST(errors_name_op_layer_and_shapes) {
     rt_ctx *ctx = rt_ctx_new();
-    rt_tensor *x = persist(2, (int64_t[]){3, 5}, 1, 0), *w = persist(2, (int64_t[]){4, 7}, 2, 0);
+    rt_tensor *x = owned_tensor(2, (int64_t[]){3, 5}, 1, 0), *w = owned_tensor(2, (int64_t[]){4, 7}, 2, 0);
     rt_scope_push(ctx, "head");
     rt_scope_push(ctx, "fc");
     rt_tensor *y = rt_linear(ctx, x, w, NULL);

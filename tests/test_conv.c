@@ -4,43 +4,9 @@
 #include "kernels/conv.h"
 #include "retort/retort.h"
 #include "test.h"
+#include "test_util.h"
 
 #include "fixtures/conv_torch.h"
-
-/* rt_test_maxrel, except that a NaN or infinity in either array is an infinite error (fmax
- * inside rt_test_maxrel would pass over it). */
-static double maxrel(const float *a, const float *b, int64_t n) {
-    for (int64_t i = 0; i < n; i++)
-        if (!isfinite(a[i]) || !isfinite(b[i])) return INFINITY;
-    return rt_test_maxrel(a, b, (long)n);
-}
-
-static void fill(float *p, int64_t n, uint64_t seed) {
-    rt_rng r;
-    rt_rng_seed(&r, seed);
-    for (int64_t i = 0; i < n; i++) p[i] = rt_rng_normal(&r);
-}
-
-static rt_tensor *persist(int ndim, const int64_t *shape, uint64_t seed, int grad) {
-    rt_tensor *t = calloc(1, sizeof *t);
-    int64_t n = 1;
-    for (int i = 0; i < ndim; i++) n *= shape[i];
-    float *d = malloc(n * sizeof(float));
-    fill(d, n, seed);
-    rt_tensor_init(t, d, ndim, shape);
-    if (grad) {
-        t->grad = calloc(n, sizeof(float));
-        t->requires_grad = 1;
-    }
-    return t;
-}
-
-static void unpersist(rt_tensor *t) {
-    if (!t) return;
-    free(t->data);
-    free(t->grad);
-    free(t);
-}
 
 /* ---- fast kernels vs reference ---- */
 
@@ -94,9 +60,10 @@ static double run_cfg(const cfg *c, char *why) {
     float *in = malloc(nin * 4), *w = malloc(nw * 4), *b = malloc(s.OC * 4), *gout = malloc(nout * 4);
     float *o1 = malloc(nout * 4), *o2 = malloc(nout * 4), *gi1 = malloc(nin * 4), *gi2 = malloc(nin * 4);
     float *gw1 = malloc(nw * 4), *gw2 = malloc(nw * 4), *gb1 = malloc(s.OC * 4), *gb2 = malloc(s.OC * 4);
-    fill(in, nin, 1), fill(w, nw, 2), fill(b, s.OC, 3), fill(gout, nout, 4);
+    rt_test_fill_normal(in, nin, 1), rt_test_fill_normal(w, nw, 2), rt_test_fill_normal(b, s.OC, 3),
+        rt_test_fill_normal(gout, nout, 4);
     /* the backward kernels accumulate: start both from the same non-zero gradients */
-    fill(gi1, nin, 5), fill(gw1, nw, 6), fill(gb1, s.OC, 7);
+    rt_test_fill_normal(gi1, nin, 5), rt_test_fill_normal(gw1, nw, 6), rt_test_fill_normal(gb1, s.OC, 7);
     memcpy(gi2, gi1, nin * 4), memcpy(gw2, gw1, nw * 4), memcpy(gb2, gb1, s.OC * 4);
     /* workspace full of NaNs: a kernel that lets unwritten workspace reach a result (even times 0) fails */
     size_t wsb = rt_conv2d_workspace(&s);
@@ -109,7 +76,8 @@ static double run_cfg(const cfg *c, char *why) {
     rt_conv2d_backward_data(&s, gi2, gout, w, ws);
     rt_conv2d_backward_weight_ref(&s, gw1, c->bias ? gb1 : NULL, gout, in);
     rt_conv2d_backward_weight(&s, gw2, c->bias ? gb2 : NULL, gout, in, ws);
-    double e[4] = {maxrel(o1, o2, nout), maxrel(gi1, gi2, nin), maxrel(gw1, gw2, nw), maxrel(gb1, gb2, s.OC)};
+    double e[4] = {rt_test_maxrel(o1, o2, nout), rt_test_maxrel(gi1, gi2, nin), rt_test_maxrel(gw1, gw2, nw),
+                   rt_test_maxrel(gb1, gb2, s.OC)};
     sprintf(why, "%s: forward %.2g, backward-data %.2g, backward-weight %.2g, bias %.2g", c->what, e[0], e[1], e[2],
             e[3]);
     free(in), free(w), free(b), free(gout), free(o1), free(o2), free(gi1), free(gi2);
@@ -155,7 +123,7 @@ TEST(reproducible) {
     CHECK(rt_conv2d_shape_finish(&s) == 0);
     int64_t nin = 7 * 8 * 90, nw = 12 * 8 * 9, nout = 7 * 12 * 90;
     float *in = malloc(nin * 4), *w = malloc(nw * 4), *g = malloc(nout * 4), *r[2][3];
-    fill(in, nin, 1), fill(w, nw, 2), fill(g, nout, 3);
+    rt_test_fill_normal(in, nin, 1), rt_test_fill_normal(w, nw, 2), rt_test_fill_normal(g, nout, 3);
     void *ws = aligned_alloc(64, rt_conv2d_workspace(&s));
     for (int k = 0; k < 2; k++) {
         r[k][0] = malloc(nout * 4), r[k][1] = calloc(nin, 4), r[k][2] = calloc(nw, 4);
@@ -175,13 +143,13 @@ TEST(comparison_catches_a_wrong_result) {
     rt_conv2d_shape s = {2, 3, 6, 6, 4, 3, 3, 0, 0, 1, 1, 1, 1, 1, 1, 1, 0};
     CHECK(rt_conv2d_shape_finish(&s) == 0 && s.OH == 6 && s.OW == 6);
     float in[216], w[108], o1[288], o2[288];
-    fill(in, 216, 1), fill(w, 108, 2);
+    rt_test_fill_normal(in, 216, 1), rt_test_fill_normal(w, 108, 2);
     rt_conv2d_forward_ref(&s, o1, in, w, NULL);
     w[50] += 1e-3f;
     void *ws = aligned_alloc(64, rt_conv2d_workspace(&s));
     rt_conv2d_forward(&s, o2, in, w, NULL, ws);
     free(ws);
-    CHECK(maxrel(o1, o2, 288) > 1e-5);
+    CHECK(rt_test_maxrel(o1, o2, 288) > 1e-5);
 }
 
 TEST(output_sizes) {
@@ -200,7 +168,7 @@ TEST(output_sizes) {
 static float fx_val(int64_t i, int64_t seed) { return (float)(((i * 7919 + seed * 104729) % 2001) / 1000.0 - 1.0); }
 
 static rt_tensor *fx_tensor(int ndim, const int64_t *shape, int64_t seed) {
-    rt_tensor *t = persist(ndim, shape, 1, 1);
+    rt_tensor *t = rt_test_tensor(ndim, shape, 1, 1);
     for (int64_t i = 0; i < rt_numel(t); i++) t->data[i] = fx_val(i, seed);
     return t;
 }
@@ -216,15 +184,16 @@ TEST(matches_pytorch) {
         CHECKF(y, "case %d: %s", k, rt_errmsg(ctx));
         int64_t ny = rt_numel(y);
         CHECKF(ny == f->ny && y->shape[2] == f->y_shape[2] && y->shape[3] == f->y_shape[3], "case %d: shape", k);
-        CHECKF(maxrel(y->data, f->y, ny) < 1e-5, "case %d (%s): forward %.3g", k, f->what, maxrel(y->data, f->y, ny));
+        CHECKF(rt_test_maxrel(y->data, f->y, ny) < 1e-5, "case %d (%s): forward %.3g", k, f->what,
+               rt_test_maxrel(y->data, f->y, ny));
         float *seed = malloc((size_t)ny * sizeof(float));
         for (int64_t i = 0; i < ny; i++) seed[i] = fx_val(i, 4);
         CHECK(rt_backward_seed(ctx, y, seed) == 0);
         free(seed);
-        CHECKF(maxrel(x->grad, f->gx, rt_numel(x)) < 1e-5, "case %d (%s): grad x", k, f->what);
-        CHECKF(maxrel(w->grad, f->gw, rt_numel(w)) < 1e-5, "case %d (%s): grad w", k, f->what);
-        if (b) CHECKF(maxrel(b->grad, f->gb, rt_numel(b)) < 1e-5, "case %d (%s): grad b", k, f->what);
-        unpersist(x), unpersist(w), unpersist(b);
+        CHECKF(rt_test_maxrel(x->grad, f->gx, rt_numel(x)) < 1e-5, "case %d (%s): grad x", k, f->what);
+        CHECKF(rt_test_maxrel(w->grad, f->gw, rt_numel(w)) < 1e-5, "case %d (%s): grad w", k, f->what);
+        if (b) CHECKF(rt_test_maxrel(b->grad, f->gb, rt_numel(b)) < 1e-5, "case %d (%s): grad b", k, f->what);
+        rt_test_tensor_free(x), rt_test_tensor_free(w), rt_test_tensor_free(b);
         rt_ctx_free(ctx);
     }
 }
@@ -244,11 +213,12 @@ static int gradcheck_conv(rt_gradcheck_fn f, int64_t N, int64_t C, int64_t H, in
                           int64_t KW, int bias, rt_conv2d_args a, char *rep) {
     rt_ctx *ctx = rt_ctx_new();
     int64_t g = a.groups ? a.groups : 1;
-    rt_tensor *in[3] = {persist(4, (int64_t[]){N, C, H, W}, 11, 1), persist(4, (int64_t[]){OC, C / g, KH, KW}, 12, 1),
-                        bias ? persist(1, (int64_t[]){OC}, 13, 1) : NULL};
+    rt_tensor *in[3] = {rt_test_tensor(4, (int64_t[]){N, C, H, W}, 11, 1),
+                        rt_test_tensor(4, (int64_t[]){OC, C / g, KH, KW}, 12, 1),
+                        bias ? rt_test_tensor(1, (int64_t[]){OC}, 13, 1) : NULL};
     int rc = rt_gradcheck(ctx, f, &a, bias ? 3 : 2, in, NULL, rep);
     if (rc) snprintf(rep + strlen(rep), 512 - strlen(rep), " / %s", rt_errmsg(ctx));
-    for (int i = 0; i < 3; i++) unpersist(in[i]);
+    for (int i = 0; i < 3; i++) rt_test_tensor_free(in[i]);
     rt_ctx_free(ctx);
     return rc;
 }
@@ -281,7 +251,8 @@ TEST(gradcheck_conv2d_variants) {
 
 TEST(no_grad_records_nothing_and_matches) {
     rt_ctx *ctx = rt_ctx_new();
-    rt_tensor *x = persist(4, (int64_t[]){2, 3, 6, 6}, 1, 0), *w = persist(4, (int64_t[]){4, 3, 3, 3}, 2, 1);
+    rt_tensor *x = rt_test_tensor(4, (int64_t[]){2, 3, 6, 6}, 1, 0),
+              *w = rt_test_tensor(4, (int64_t[]){4, 3, 3, 3}, 2, 1);
     rt_conv2d_args a = {1, 1, 1, 1, 1, 1, 1};
     rt_tensor *y1 = rt_conv2d(ctx, x, w, NULL, &a);
     int prev = rt_set_grad_enabled(ctx, 0);
@@ -289,7 +260,7 @@ TEST(no_grad_records_nothing_and_matches) {
     rt_set_grad_enabled(ctx, prev);
     CHECK(y1 && y2 && y1->requires_grad && !y2->requires_grad && rt_tape_size(ctx) == 1);
     CHECK(memcmp(y1->data, y2->data, rt_numel(y1) * sizeof(float)) == 0);
-    unpersist(x), unpersist(w);
+    rt_test_tensor_free(x), rt_test_tensor_free(w);
     rt_ctx_free(ctx);
 }
 
@@ -297,29 +268,31 @@ TEST(no_grad_records_nothing_and_matches) {
 
 TEST(errors_name_op_and_shapes) {
     rt_ctx *ctx = rt_ctx_new();
-    rt_tensor *x = persist(4, (int64_t[]){2, 3, 8, 8}, 1, 0), *w = persist(4, (int64_t[]){4, 1, 3, 3}, 2, 0);
+    rt_tensor *x = rt_test_tensor(4, (int64_t[]){2, 3, 8, 8}, 1, 0),
+              *w = rt_test_tensor(4, (int64_t[]){4, 1, 3, 3}, 2, 0);
     CHECK(rt_conv2d(ctx, x, w, NULL, NULL) == NULL && rt_status(ctx) == RT_ESHAPE);
     CHECKF(strstr(rt_errmsg(ctx), "conv2d: input (2,3,8,8) has 3 channels, weight (4,1,3,3) expects 1 (groups 1)"),
            "%s", rt_errmsg(ctx));
     rt_clear_error(ctx);
     /* the same weight is right for a depthwise-like grouping of 3 */
-    rt_tensor *w3 = persist(4, (int64_t[]){3, 1, 3, 3}, 2, 0);
+    rt_tensor *w3 = rt_test_tensor(4, (int64_t[]){3, 1, 3, 3}, 2, 0);
     CHECK(rt_conv2d(ctx, x, w3, NULL, &(rt_conv2d_args){.groups = 3}) != NULL);
-    rt_tensor *b = persist(1, (int64_t[]){5}, 3, 0);
+    rt_tensor *b = rt_test_tensor(1, (int64_t[]){5}, 3, 0);
     CHECK(rt_conv2d(ctx, x, w3, b, &(rt_conv2d_args){.groups = 3}) == NULL);
     CHECKF(strstr(rt_errmsg(ctx), "conv2d") && strstr(rt_errmsg(ctx), "(5)"), "%s", rt_errmsg(ctx));
     rt_clear_error(ctx);
-    rt_tensor *w9 = persist(4, (int64_t[]){4, 3, 9, 9}, 2, 0);
+    rt_tensor *w9 = rt_test_tensor(4, (int64_t[]){4, 3, 9, 9}, 2, 0);
     CHECK(rt_conv2d(ctx, x, w9, NULL, NULL) == NULL);
     CHECKF(strstr(rt_errmsg(ctx), "conv2d") && strstr(rt_errmsg(ctx), "(4,3,9,9)") &&
                strstr(rt_errmsg(ctx), "(2,3,8,8)"),
            "%s", rt_errmsg(ctx));
     rt_clear_error(ctx);
-    rt_tensor *x3 = persist(3, (int64_t[]){3, 8, 8}, 1, 0);
+    rt_tensor *x3 = rt_test_tensor(3, (int64_t[]){3, 8, 8}, 1, 0);
     CHECK(rt_conv2d(ctx, x3, w3, NULL, NULL) == NULL && strstr(rt_errmsg(ctx), "(3,8,8)"));
     rt_clear_error(ctx);
     CHECK(rt_conv2d(ctx, x, w3, NULL, &(rt_conv2d_args){.groups = 3, .stride_h = -1}) == NULL &&
           rt_status(ctx) == RT_EINVAL);
-    unpersist(x), unpersist(w), unpersist(w3), unpersist(b), unpersist(w9), unpersist(x3);
+    rt_test_tensor_free(x), rt_test_tensor_free(w), rt_test_tensor_free(w3), rt_test_tensor_free(b),
+        rt_test_tensor_free(w9), rt_test_tensor_free(x3);
     rt_ctx_free(ctx);
 }

@@ -4,32 +4,14 @@
 #include "kernels/elementwise.h"
 #include "retort/retort.h"
 #include "test.h"
+#include "test_util.h"
 
-/* A leaf with persistent data (N(0,1), or |N(0,1)| + 0.5 when positive) and a gradient buffer. */
-static rt_tensor *persist(int ndim, const int64_t *shape, uint64_t seed, int positive) {
-    rt_tensor *t = calloc(1, sizeof *t);
-    int64_t n = 1;
-    for (int i = 0; i < ndim; i++) n *= shape[i];
-    float *d = malloc((n ? n : 1) * sizeof(float));
-    rt_rng r;
-    rt_rng_seed(&r, seed);
-    for (int64_t i = 0; i < n; i++) d[i] = positive ? fabsf(rt_rng_normal(&r)) + 0.5f : rt_rng_normal(&r);
-    rt_tensor_init(t, d, ndim, shape);
-    t->grad = calloc(n ? n : 1, sizeof(float));
-    t->requires_grad = 1;
+/* A leaf with a gradient over N(0,1) data, or |N(0,1)| + 0.5 when positive (log, sqrt, ...). */
+static rt_tensor *grad_leaf(int ndim, const int64_t *shape, uint64_t seed, int positive) {
+    rt_tensor *t = rt_test_tensor(ndim, shape, seed, 1);
+    if (positive)
+        for (int64_t i = 0; i < rt_numel(t); i++) t->data[i] = fabsf(t->data[i]) + 0.5f;
     return t;
-}
-
-static void drop(rt_tensor *t) {
-    free(t->data);
-    free(t->grad);
-    free(t);
-}
-
-static void fill(float *x, int64_t n, uint64_t seed) {
-    rt_rng r;
-    rt_rng_seed(&r, seed);
-    for (int64_t i = 0; i < n; i++) x[i] = rt_rng_normal(&r);
 }
 
 /* ---- binary ops, every broadcast case ---- */
@@ -67,12 +49,12 @@ TEST(gradcheck_binary_broadcast) {
     char rep[512];
     for (int op = 0; op < 4; op++)
         for (size_t c = 0; c < sizeof bcast_cases / sizeof bcast_cases[0]; c++) {
-            rt_tensor *in[2] = {persist(bcast_cases[c].na, bcast_cases[c].a, 10 + c, 0),
-                                persist(bcast_cases[c].nb, bcast_cases[c].b, 50 + c, op == 3)};
+            rt_tensor *in[2] = {grad_leaf(bcast_cases[c].na, bcast_cases[c].a, 10 + c, 0),
+                                grad_leaf(bcast_cases[c].nb, bcast_cases[c].b, 50 + c, op == 3)};
             int rc = rt_gradcheck(ctx, f_binary, &op, 2, in, NULL, rep);
             CHECKF(rc == 0, "%s case %zu: %s / %s", binary_names[op], c, rep, rt_errmsg(ctx));
-            drop(in[0]);
-            drop(in[1]);
+            rt_test_tensor_free(in[0]);
+            rt_test_tensor_free(in[1]);
         }
     rt_ctx_free(ctx);
 }
@@ -81,15 +63,15 @@ TEST(gradcheck_binary_same_tensor_and_strided) {
     rt_ctx *ctx = rt_ctx_new();
     char rep[512];
     for (int op = 0; op < 4; op++) {
-        rt_tensor *x = persist(2, (int64_t[]){3, 4}, 7, 1);
+        rt_tensor *x = grad_leaf(2, (int64_t[]){3, 4}, 7, 1);
         CHECKF(rt_gradcheck(ctx, f_square, &op, 1, &x, NULL, rep) == 0, "%s(x, x): %s / %s", binary_names[op], rep,
                rt_errmsg(ctx));
-        rt_tensor *in[2] = {persist(2, (int64_t[]){4, 3}, 8, 0), persist(2, (int64_t[]){3, 1}, 9, 1)};
+        rt_tensor *in[2] = {grad_leaf(2, (int64_t[]){4, 3}, 8, 0), grad_leaf(2, (int64_t[]){3, 1}, 9, 1)};
         CHECKF(rt_gradcheck(ctx, f_binary_strided, &op, 2, in, NULL, rep) == 0, "%s strided: %s / %s", binary_names[op],
                rep, rt_errmsg(ctx));
-        drop(x);
-        drop(in[0]);
-        drop(in[1]);
+        rt_test_tensor_free(x);
+        rt_test_tensor_free(in[0]);
+        rt_test_tensor_free(in[1]);
     }
     rt_ctx_free(ctx);
 }
@@ -211,15 +193,15 @@ TEST(gradcheck_unary) {
     for (size_t c = 0; c < sizeof unary_cases / sizeof unary_cases[0]; c++) {
         const unary_case *uc = &unary_cases[c];
         for (int s = 0; s < 3; s++) {
-            rt_tensor *x = persist(s + 1, shapes[s], 100 + 3 * c + s, uc->positive);
+            rt_tensor *x = grad_leaf(s + 1, shapes[s], 100 + 3 * c + s, uc->positive);
             int rc = rt_gradcheck(ctx, f_unary, (void *)uc, 1, &x, NULL, rep);
             CHECKF(rc == 0, "%s shape %d: %s / %s", uc->name, s, rep, rt_errmsg(ctx));
-            drop(x);
+            rt_test_tensor_free(x);
         }
-        rt_tensor *x = persist(3, shapes[2], 200 + c, uc->positive);
+        rt_tensor *x = grad_leaf(3, shapes[2], 200 + c, uc->positive);
         CHECKF(rt_gradcheck(ctx, f_unary_strided, (void *)uc, 1, &x, NULL, rep) == 0, "%s strided: %s / %s", uc->name,
                rep, rt_errmsg(ctx));
-        drop(x);
+        rt_test_tensor_free(x);
     }
     rt_ctx_free(ctx);
 }
@@ -279,10 +261,10 @@ TEST(unary_fast_vs_ref) {
     int64_t n = 100003; /* above the parallel threshold, not a multiple of the run length */
     float *x = malloc(n * sizeof(float)), *y = malloc(n * sizeof(float)), *yr = malloc(n * sizeof(float));
     float *gy = malloc(n * sizeof(float)), *g = malloc(n * sizeof(float)), *gr = malloc(n * sizeof(float));
-    fill(gy, n, 2);
+    rt_test_fill_normal(gy, n, 2);
     for (size_t c = 0; c < sizeof unary_cases / sizeof unary_cases[0]; c++) {
         const unary_case *uc = &unary_cases[c];
-        fill(x, n, 1 + c);
+        rt_test_fill_normal(x, n, 1 + c);
         if (uc->positive)
             for (int64_t i = 0; i < n; i++) x[i] = fabsf(x[i]) + 0.1f;
         rt_unary_forward(uc->op, uc->s, n, y, x);
@@ -325,9 +307,9 @@ TEST(binary_fast_vs_ref) {
         for (int i = 0; i < ond; i++) on *= osh[i];
         float *a = malloc(an * 4), *b = malloc(bn * 4), *y = malloc(on * 4), *yr = malloc(on * 4), *gy = malloc(on * 4);
         float *ga = malloc(an * 4), *gar = malloc(an * 4), *gb = malloc(bn * 4), *gbr = malloc(bn * 4);
-        fill(a, an, 3 + c);
-        fill(b, bn, 4 + c);
-        fill(gy, on, 5 + c);
+        rt_test_fill_normal(a, an, 3 + c);
+        rt_test_fill_normal(b, bn, 4 + c);
+        rt_test_fill_normal(gy, on, 5 + c);
         for (int64_t i = 0; i < bn; i++) b[i] = fabsf(b[i]) + 0.5f; /* safe divisor */
         for (int op = 0; op < 4; op++) {
             rt_binary_forward(op, &p, y, a, b);
@@ -369,9 +351,9 @@ TEST(results_independent_of_thread_count) {
     int nd;
     CHECK(rt_bcast_plan(&p, osh, &nd, 4, ash, 3, bsh) == 0);
     float *a = malloc(an * 4), *b = malloc(bn * 4), *gy = malloc(an * 4), *y[2], *ga[2], *gb[2];
-    fill(a, an, 1);
-    fill(b, bn, 2);
-    fill(gy, an, 3);
+    rt_test_fill_normal(a, an, 1);
+    rt_test_fill_normal(b, bn, 2);
+    rt_test_fill_normal(gy, an, 3);
     int prev = rt_threads();
     for (int k = 0; k < 2; k++) {
         rt_set_threads(k + 1);

@@ -5,51 +5,19 @@
 #include "retort/kd.h"
 #include "retort/retort.h"
 #include "test.h"
+#include "test_util.h"
 
 #define NELEM(a) ((int64_t)(sizeof(a) / sizeof((a)[0])))
 
-/* A leaf with its own data (copied from src, or N(0,1) from seed when src is NULL) and gradient. */
-static rt_tensor *leaf(int ndim, const int64_t *shape, const float *src, uint64_t seed, int grad) {
-    rt_tensor *t = calloc(1, sizeof *t);
-    int64_t n = 1;
-    for (int i = 0; i < ndim; i++) n *= shape[i];
-    float *d = malloc((size_t)(n ? n : 1) * sizeof(float));
-    rt_rng r;
-    rt_rng_seed(&r, seed);
-    for (int64_t i = 0; i < n; i++) d[i] = src ? src[i] : rt_rng_normal(&r);
-    rt_tensor_init(t, d, ndim, shape);
-    if (grad) {
-        t->grad = calloc((size_t)(n ? n : 1), sizeof(float));
-        t->requires_grad = 1;
-    }
-    return t;
-}
-static void leaf_free(rt_tensor *t) {
-    if (!t) return;
-    free(t->data);
-    free(t->grad);
-    free(t);
-}
-
 /* |a - b| <= tol * |b| (relative to the reference), with a floor for values that are ~0. */
 static int rel_ok(double a, double b, double tol) { return fabs(a - b) <= tol * fmax(fabs(b), 1e-6); }
-
-/* max_i |a_i - b_i| / max_i |b_i| */
-static double maxrel_d(const float *a, const double *b, int64_t n) {
-    double m = 1e-30, e = 0;
-    for (int64_t i = 0; i < n; i++) {
-        m = fmax(m, fabs(b[i]));
-        e = fmax(e, fabs((double)a[i] - b[i]));
-    }
-    return e / m;
-}
 
 #define CHECK_REL(a, b, tol)                                                                                           \
     CHECKF(rel_ok((a), (b), (tol)), "%s = %.9g, %s = %.9g (rel %.3g)", #a, (double)(a), #b, (double)(b),               \
            fabs((a) - (b)) / fmax(fabs(b), 1e-6))
 #define CHECK_ARR(a, b, n, tol)                                                                                        \
     do {                                                                                                               \
-        double e_ = maxrel_d((a), (b), (n));                                                                           \
+        double e_ = rt_test_maxrel_ref((a), (b), (n));                                                                 \
         CHECKF(e_ <= (tol), "%s vs %s: max rel error %.3g", #a, #b, e_);                                               \
     } while (0)
 
@@ -68,8 +36,8 @@ static int close_to(const rt_tensor *y, const double *ref, int64_t n) {
 
 TEST(fixture_logit_losses) {
     rt_ctx *ctx = rt_ctx_new();
-    rt_tensor *s = leaf(2, (int64_t[]){4, 10}, kdfx_s_logits, 0, 1),
-              *t = leaf(2, (int64_t[]){4, 10}, kdfx_t_logits, 0, 1);
+    rt_tensor *s = rt_test_tensor_from(kdfx_s_logits, 2, (int64_t[]){4, 10}, 1),
+              *t = rt_test_tensor_from(kdfx_t_logits, 2, (int64_t[]){4, 10}, 1);
     rt_tensor *kd = rt_kd_soft_target(ctx, s, t, 4.0f, RT_MEAN);
     CHECKF(close_to(kd, kdfx_kd_mean, 1), "kd mean %s", rt_errmsg(ctx));
     CHECK(kd->ndim == 0);
@@ -88,8 +56,8 @@ TEST(fixture_logit_losses) {
     CHECK(rt_backward(ctx, dkd) == 0);
     CHECK_ARR(s->grad, kdfx_dkd_grad_s, 40, 1e-5);
     CHECK(close_to(rt_kd_dkd(ctx, s, t, kdfx_labels, 1.0f, 8.0f, 4.0f, RT_NONE), kdfx_dkd_none, 4));
-    leaf_free(s);
-    leaf_free(t);
+    rt_test_tensor_free(s);
+    rt_test_tensor_free(t);
     rt_ctx_free(ctx);
 }
 
@@ -97,10 +65,10 @@ TEST(fixture_logit_losses) {
 
 TEST(fixture_feature_losses) {
     rt_ctx *ctx = rt_ctx_new();
-    rt_tensor *fs = leaf(4, (int64_t[]){2, 4, 6, 6}, kdfx_fs, 0, 1),
-              *ft = leaf(4, (int64_t[]){2, 6, 3, 3}, kdfx_ft, 0, 1);
-    rt_tensor *same = leaf(4, (int64_t[]){2, 4, 6, 6}, kdfx_ft_same, 0, 0);
-    rt_tensor *small = leaf(4, (int64_t[]){2, 4, 3, 3}, kdfx_ft_small, 0, 0);
+    rt_tensor *fs = rt_test_tensor_from(kdfx_fs, 4, (int64_t[]){2, 4, 6, 6}, 1),
+              *ft = rt_test_tensor_from(kdfx_ft, 4, (int64_t[]){2, 6, 3, 3}, 1);
+    rt_tensor *same = rt_test_tensor_from(kdfx_ft_same, 4, (int64_t[]){2, 4, 6, 6}, 0);
+    rt_tensor *small = rt_test_tensor_from(kdfx_ft_small, 4, (int64_t[]){2, 4, 3, 3}, 0);
 
     rt_tensor *at = rt_kd_at(ctx, fs, ft, RT_MEAN);
     CHECKF(close_to(at, kdfx_at_mean, 1), "at %s", rt_errmsg(ctx));
@@ -128,9 +96,9 @@ TEST(fixture_feature_losses) {
     CHECK_ARR(fs->grad, kdfx_hcl_grad_s, 288, 1e-5);
     CHECK(close_to(rt_kd_hcl(ctx, fs, same, RT_NONE), kdfx_hcl_none, 2));
 
-    rt_tensor *s_hi = leaf(4, (int64_t[]){2, 5, 3, 3}, kdfx_s_hi, 0, 0);
-    rt_tensor *t_lo = leaf(4, (int64_t[]){2, 4, 4, 4}, kdfx_t_lo, 0, 0),
-              *t_hi = leaf(4, (int64_t[]){2, 5, 4, 4}, kdfx_t_hi, 0, 0);
+    rt_tensor *s_hi = rt_test_tensor_from(kdfx_s_hi, 4, (int64_t[]){2, 5, 3, 3}, 0);
+    rt_tensor *t_lo = rt_test_tensor_from(kdfx_t_lo, 4, (int64_t[]){2, 4, 4, 4}, 0),
+              *t_hi = rt_test_tensor_from(kdfx_t_hi, 4, (int64_t[]){2, 5, 4, 4}, 0);
     memset(fs->grad, 0, 288 * sizeof(float));
     rt_tensor *fsp = rt_kd_fsp(ctx, fs, s_hi, t_lo, t_hi, RT_MEAN);
     CHECKF(close_to(fsp, kdfx_fsp_mean, 1), "fsp %s", rt_errmsg(ctx));
@@ -138,7 +106,7 @@ TEST(fixture_feature_losses) {
     CHECK_ARR(fs->grad, kdfx_fsp_grad_s, 288, 1e-5);
     CHECK(close_to(rt_kd_fsp(ctx, fs, s_hi, t_lo, t_hi, RT_NONE), kdfx_fsp_none, 2));
     rt_tensor *ls[] = {fs, ft, same, small, s_hi, t_lo, t_hi};
-    for (size_t i = 0; i < sizeof ls / sizeof ls[0]; i++) leaf_free(ls[i]);
+    for (size_t i = 0; i < sizeof ls / sizeof ls[0]; i++) rt_test_tensor_free(ls[i]);
     rt_ctx_free(ctx);
 }
 
@@ -161,8 +129,8 @@ TEST(fixture_vid) {
     copy_param(&ps, "vid0.regressor.2.weight", kdfx_vid_w2, 36);
     copy_param(&ps, "vid0.regressor.4.weight", kdfx_vid_w4, 36);
     copy_param(&ps, "vid0.log_scale", kdfx_vid_log_scale, 6);
-    rt_tensor *fs = leaf(4, (int64_t[]){2, 4, 6, 6}, kdfx_fs, 0, 1),
-              *ft = leaf(4, (int64_t[]){2, 6, 3, 3}, kdfx_ft, 0, 0);
+    rt_tensor *fs = rt_test_tensor_from(kdfx_fs, 4, (int64_t[]){2, 4, 6, 6}, 1),
+              *ft = rt_test_tensor_from(kdfx_ft, 4, (int64_t[]){2, 6, 3, 3}, 0);
     rt_tensor *l = rt_kd_vid_loss(ctx, vid, fs, ft, RT_MEAN);
     CHECKF(close_to(l, kdfx_vid_mean, 1), "vid %s", rt_errmsg(ctx));
     CHECK(rt_backward(ctx, l) == 0);
@@ -176,8 +144,8 @@ TEST(fixture_vid) {
     rt_kd_vid_init(vid, &rng);
     double var = log1p(exp((double)vid->log_scale->data[5])) + 1e-5;
     CHECK_CLOSE(var, 5.0, 1e-6);
-    leaf_free(fs);
-    leaf_free(ft);
+    rt_test_tensor_free(fs);
+    rt_test_tensor_free(ft);
     rt_kd_vid_free(vid);
     rt_params_free(&ps);
     rt_ctx_free(ctx);
@@ -187,7 +155,8 @@ TEST(fixture_vid) {
 
 TEST(fixture_relation_losses) {
     rt_ctx *ctx = rt_ctx_new();
-    rt_tensor *es = leaf(2, (int64_t[]){5, 7}, kdfx_es, 0, 1), *et = leaf(2, (int64_t[]){5, 9}, kdfx_et, 0, 1);
+    rt_tensor *es = rt_test_tensor_from(kdfx_es, 2, (int64_t[]){5, 7}, 1),
+              *et = rt_test_tensor_from(kdfx_et, 2, (int64_t[]){5, 9}, 1);
     rt_tensor *sp = rt_kd_sp(ctx, es, et);
     CHECKF(close_to(sp, kdfx_sp, 1), "sp %s", rt_errmsg(ctx));
     CHECK(rt_backward(ctx, sp) == 0);
@@ -207,11 +176,11 @@ TEST(fixture_relation_losses) {
         CHECKF(close_to(cases[i].y, cases[i].val, 1), "%s: %s", cases[i].name, rt_errmsg(ctx));
         memset(es->grad, 0, 35 * sizeof(float));
         CHECK(rt_backward(ctx, cases[i].y) == 0);
-        double e = maxrel_d(es->grad, cases[i].grad, 35);
+        double e = rt_test_maxrel_ref(es->grad, cases[i].grad, 35);
         CHECKF(e <= 1e-5, "%s: student gradient max rel error %.3g", cases[i].name, e);
     }
-    leaf_free(es);
-    leaf_free(et);
+    rt_test_tensor_free(es);
+    rt_test_tensor_free(et);
     rt_ctx_free(ctx);
 }
 
@@ -288,12 +257,12 @@ TEST(gradcheck_logit_losses) {
     char rep[512];
     for (int w = L_KD; w <= L_DKD; w++) {
         /* the teacher requires grad for KD (online distillation); DKD and l2 check the student only */
-        rt_tensor *in[2] = {leaf(2, (int64_t[]){3, 5}, NULL, 10 + w, 1),
-                            leaf(2, (int64_t[]){3, 5}, NULL, 20 + w, w == L_KD)};
+        rt_tensor *in[2] = {rt_test_tensor(2, (int64_t[]){3, 5}, 10 + w, 1),
+                            rt_test_tensor(2, (int64_t[]){3, 5}, 20 + w, w == L_KD)};
         for (int64_t i = 0; i < 15; i++) in[0]->data[i] *= 2.0f, in[1]->data[i] *= 2.0f;
         CHECKF(gradcheck_loss(ctx, w, in, 2, 1, rep) == 0, "%s", rep);
-        leaf_free(in[0]);
-        leaf_free(in[1]);
+        rt_test_tensor_free(in[0]);
+        rt_test_tensor_free(in[1]);
     }
     rt_ctx_free(ctx);
 }
@@ -312,17 +281,18 @@ TEST(gradcheck_feature_losses) {
         {L_NST, t_small, 0},   {L_NST, t_big, 1},   {L_HCL, t_same, 0},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        rt_tensor *in[2] = {leaf(4, s_shape, NULL, 30 + i, 1),
-                            leaf(4, cases[i].t_shape, NULL, 40 + i, cases[i].teacher_grad)};
+        rt_tensor *in[2] = {rt_test_tensor(4, s_shape, 30 + i, 1),
+                            rt_test_tensor(4, cases[i].t_shape, 40 + i, cases[i].teacher_grad)};
         CHECKF(gradcheck_loss(ctx, cases[i].which, in, 2, 1, rep) == 0, "case %zu: %s", i, rep);
-        leaf_free(in[0]);
-        leaf_free(in[1]);
+        rt_test_tensor_free(in[0]);
+        rt_test_tensor_free(in[1]);
     }
     /* FSP: student (lo, hi) at different sizes, teacher pair at another size */
-    rt_tensor *f[4] = {leaf(4, (int64_t[]){2, 3, 4, 4}, NULL, 50, 1), leaf(4, (int64_t[]){2, 3, 2, 2}, NULL, 51, 0),
-                       leaf(4, (int64_t[]){2, 2, 2, 2}, NULL, 52, 1), leaf(4, (int64_t[]){2, 2, 2, 2}, NULL, 53, 0)};
+    rt_tensor *f[4] = {
+        rt_test_tensor(4, (int64_t[]){2, 3, 4, 4}, 50, 1), rt_test_tensor(4, (int64_t[]){2, 3, 2, 2}, 51, 0),
+        rt_test_tensor(4, (int64_t[]){2, 2, 2, 2}, 52, 1), rt_test_tensor(4, (int64_t[]){2, 2, 2, 2}, 53, 0)};
     CHECKF(gradcheck_loss(ctx, L_FSP, f, 4, 1, rep) == 0, "%s", rep);
-    for (int i = 0; i < 4; i++) leaf_free(f[i]);
+    for (int i = 0; i < 4; i++) rt_test_tensor_free(f[i]);
     rt_ctx_free(ctx);
 }
 
@@ -339,8 +309,8 @@ TEST(gradcheck_vid_with_parameters) {
     /* variances around 1 and a teacher of the regressor's scale keep the loss small next to its
      * gradients, so central differences resolve them in float32 */
     for (int i = 0; i < 5; i++) vid->log_scale->data[i] = 0.2f + 0.15f * i;
-    rt_tensor *in[2 + 4] = {leaf(4, (int64_t[]){2, 3, 4, 4}, NULL, 60, 1),
-                            leaf(4, (int64_t[]){2, 5, 2, 2}, NULL, 61, 0)};
+    rt_tensor *in[2 + 4] = {rt_test_tensor(4, (int64_t[]){2, 3, 4, 4}, 60, 1),
+                            rt_test_tensor(4, (int64_t[]){2, 5, 2, 2}, 61, 0)};
     for (int i = 0; i < 40; i++) in[1]->data[i] *= 0.3f;
     for (int i = 0; i < ps.count; i++) in[2 + i] = &ps.items[i]->t;
     gc_args a = {L_VID, RT_MEAN, vid};
@@ -348,8 +318,8 @@ TEST(gradcheck_vid_with_parameters) {
     CHECKF(rt_gradcheck(ctx, gc_loss, &a, 6, in, NULL, rep) == 0, "%s / %s", rep, rt_errmsg(ctx));
     a.red = RT_NONE;
     CHECKF(rt_gradcheck(ctx, gc_loss, &a, 6, in, NULL, rep) == 0, "none: %s / %s", rep, rt_errmsg(ctx));
-    leaf_free(in[0]);
-    leaf_free(in[1]);
+    rt_test_tensor_free(in[0]);
+    rt_test_tensor_free(in[1]);
     rt_kd_vid_free(vid);
     rt_params_free(&ps);
     rt_ctx_free(ctx);
@@ -360,11 +330,11 @@ TEST(gradcheck_relation_losses) {
     char rep[512];
     for (int w = L_SP; w <= L_CC; w++) {
         /* SP's teacher requires grad too; 4-D student features are flattened */
-        rt_tensor *in[2] = {leaf(4, (int64_t[]){4, 2, 3, 1}, NULL, 70 + w, 1),
-                            leaf(2, (int64_t[]){4, 5}, NULL, 80 + w, w == L_SP)};
+        rt_tensor *in[2] = {rt_test_tensor(4, (int64_t[]){4, 2, 3, 1}, 70 + w, 1),
+                            rt_test_tensor(2, (int64_t[]){4, 5}, 80 + w, w == L_SP)};
         CHECKF(gradcheck_loss(ctx, w, in, 2, 0, rep) == 0, "%s", rep);
-        leaf_free(in[0]);
-        leaf_free(in[1]);
+        rt_test_tensor_free(in[0]);
+        rt_test_tensor_free(in[1]);
     }
     rt_ctx_free(ctx);
 }
@@ -373,8 +343,9 @@ TEST(gradcheck_relation_losses) {
 
 TEST(reductions_agree) {
     rt_ctx *ctx = rt_ctx_new();
-    rt_tensor *s = leaf(4, (int64_t[]){3, 4, 6, 6}, NULL, 90, 0), *t = leaf(4, (int64_t[]){3, 2, 3, 3}, NULL, 91, 0);
-    rt_tensor *sl = leaf(2, (int64_t[]){3, 6}, NULL, 92, 0), *tl = leaf(2, (int64_t[]){3, 6}, NULL, 93, 0);
+    rt_tensor *s = rt_test_tensor(4, (int64_t[]){3, 4, 6, 6}, 90, 0),
+              *t = rt_test_tensor(4, (int64_t[]){3, 2, 3, 3}, 91, 0);
+    rt_tensor *sl = rt_test_tensor(2, (int64_t[]){3, 6}, 92, 0), *tl = rt_test_tensor(2, (int64_t[]){3, 6}, 93, 0);
     static const int32_t labels[3] = {1, 5, 0};
     for (int w = 0; w < 5; w++) {
         rt_tensor *y[3];
@@ -420,10 +391,10 @@ TEST(reductions_agree) {
     CHECK_CLOSE(rt_kd_rkd(ctx, sl, tl, 25, 50)->data[0], d + an, 1e-6);
     CHECK(d > 0 && an > 0);
     CHECK(rt_status(ctx) == 0);
-    leaf_free(s);
-    leaf_free(t);
-    leaf_free(sl);
-    leaf_free(tl);
+    rt_test_tensor_free(s);
+    rt_test_tensor_free(t);
+    rt_test_tensor_free(sl);
+    rt_test_tensor_free(tl);
     rt_ctx_free(ctx);
 }
 
@@ -438,8 +409,9 @@ static int error_says(rt_ctx *ctx, rt_tensor *y, int code, const char *a, const 
 
 TEST(shape_errors_name_loss_and_shapes) {
     rt_ctx *ctx = rt_ctx_new();
-    rt_tensor *s = leaf(4, (int64_t[]){8, 16, 8, 8}, NULL, 1, 0), *t = leaf(4, (int64_t[]){8, 64, 4, 4}, NULL, 2, 0);
-    rt_tensor *t4 = leaf(4, (int64_t[]){4, 64, 8, 8}, NULL, 3, 0);
+    rt_tensor *s = rt_test_tensor(4, (int64_t[]){8, 16, 8, 8}, 1, 0),
+              *t = rt_test_tensor(4, (int64_t[]){8, 64, 4, 4}, 2, 0);
+    rt_tensor *t4 = rt_test_tensor(4, (int64_t[]){4, 64, 8, 8}, 3, 0);
     /* AT and NST pool and accept different channel counts */
     CHECKF(rt_kd_at(ctx, s, t, RT_MEAN) && rt_kd_nst(ctx, s, t, RT_NONE), "%s", rt_errmsg(ctx));
     CHECK(error_says(ctx, rt_kd_nst(ctx, s, t4, RT_MEAN), RT_ESHAPE, "nst:", "(8,16,8,8)", "(4,64,8,8)"));
@@ -448,7 +420,7 @@ TEST(shape_errors_name_loss_and_shapes) {
     CHECK(error_says(ctx, rt_kd_feature_mse(ctx, s, t, RT_MEAN), RT_ESHAPE, "feature_mse:", "channel", "(8,64,4,4)"));
     CHECK(error_says(ctx, rt_kd_hcl(ctx, s, t, RT_MEAN), RT_ESHAPE, "hcl:", "(8,16,8,8)", "(8,64,4,4)"));
     CHECK(error_says(ctx, rt_kd_fsp(ctx, s, t, t, t, RT_MEAN), RT_ESHAPE, "fsp:", "low map", "channel"));
-    rt_tensor *l = leaf(2, (int64_t[]){8, 10}, NULL, 4, 0), *l2 = leaf(2, (int64_t[]){8, 9}, NULL, 5, 0);
+    rt_tensor *l = rt_test_tensor(2, (int64_t[]){8, 10}, 4, 0), *l2 = rt_test_tensor(2, (int64_t[]){8, 9}, 5, 0);
     CHECK(error_says(ctx, rt_kd_soft_target(ctx, l, l2, 4, RT_MEAN), RT_ESHAPE, "soft_target:", "(8,10)", "(8,9)"));
     CHECK(error_says(ctx, rt_kd_soft_target(ctx, l, l, 0, RT_MEAN), RT_EINVAL, "soft_target:", "temperature", NULL));
     CHECK(error_says(ctx, rt_kd_soft_target(ctx, l, l, 4, (rt_reduction)7), RT_EINVAL, "soft_target:", "reduction",
@@ -456,12 +428,12 @@ TEST(shape_errors_name_loss_and_shapes) {
     CHECK(error_says(ctx, rt_kd_l2_logit(ctx, s, l, RT_MEAN), RT_ESHAPE, "l2_logit:", "(8,16,8,8)", "(8,10)"));
     int32_t bad[8] = {0, 1, 2, 3, 4, 5, 6, 10};
     CHECK(error_says(ctx, rt_kd_dkd(ctx, l, l, bad, 1, 8, 4, RT_MEAN), RT_EINVAL, "dkd:", "label 10", "(8,10)"));
-    rt_tensor *r5 = leaf(2, (int64_t[]){5, 3}, NULL, 6, 0);
+    rt_tensor *r5 = rt_test_tensor(2, (int64_t[]){5, 3}, 6, 0);
     CHECK(error_says(ctx, rt_kd_sp(ctx, l, r5), RT_ESHAPE, "sp:", "batch sizes differ", "(5,3)"));
     CHECK(error_says(ctx, rt_kd_rkd(ctx, l, r5, 25, 50), RT_ESHAPE, "rkd:", "(8,10)", "(5,3)"));
     CHECK(error_says(ctx, rt_kd_pkt(ctx, r5, l), RT_ESHAPE, "pkt:", "(5,3)", "(8,10)"));
     CHECK(error_says(ctx, rt_kd_cc(ctx, l, r5, 0.4f, 2), RT_ESHAPE, "cc:", "(8,10)", "(5,3)"));
-    rt_tensor *one = leaf(2, (int64_t[]){1, 3}, NULL, 7, 0);
+    rt_tensor *one = rt_test_tensor(2, (int64_t[]){1, 3}, 7, 0);
     CHECK(error_says(ctx, rt_kd_rkd(ctx, one, one, 25, 50), RT_ESHAPE, "rkd:", "at least 2", NULL));
     /* VID built for other channel counts */
     rt_paramset ps;
@@ -478,19 +450,19 @@ TEST(shape_errors_name_loss_and_shapes) {
     rt_kd_vid_free(vid);
     rt_params_free(&ps);
     rt_tensor *ls[] = {s, t, t4, l, l2, r5, one};
-    for (size_t i = 0; i < sizeof ls / sizeof ls[0]; i++) leaf_free(ls[i]);
+    for (size_t i = 0; i < sizeof ls / sizeof ls[0]; i++) rt_test_tensor_free(ls[i]);
     rt_ctx_free(ctx);
 }
 
 /* A non-contiguous student (a transposed view) gives the same loss and gradient as its copy. */
 TEST(non_contiguous_inputs) {
     rt_ctx *ctx = rt_ctx_new();
-    rt_tensor *base = leaf(2, (int64_t[]){6, 4}, NULL, 11, 1), *t = leaf(2, (int64_t[]){4, 6}, NULL, 12, 0);
+    rt_tensor *base = rt_test_tensor(2, (int64_t[]){6, 4}, 11, 1), *t = rt_test_tensor(2, (int64_t[]){4, 6}, 12, 0);
     rt_tensor *y1 = rt_kd_soft_target(ctx, rt_transpose(ctx, base, 0, 1), t, 2.0f, RT_MEAN);
     CHECK(y1 && rt_backward(ctx, y1) == 0);
     float g1[24];
     memcpy(g1, base->grad, sizeof g1);
-    rt_tensor *cpy = leaf(2, (int64_t[]){4, 6}, NULL, 0, 1);
+    rt_tensor *cpy = rt_test_tensor(2, (int64_t[]){4, 6}, 0, 1);
     for (int i = 0; i < 4; i++)
         for (int j = 0; j < 6; j++) cpy->data[i * 6 + j] = base->data[j * 4 + i];
     rt_tensor *y2 = rt_kd_soft_target(ctx, cpy, t, 2.0f, RT_MEAN);
@@ -498,8 +470,8 @@ TEST(non_contiguous_inputs) {
     CHECK(y1->data[0] == y2->data[0]);
     for (int i = 0; i < 4; i++)
         for (int j = 0; j < 6; j++) CHECK(g1[j * 4 + i] == cpy->grad[i * 6 + j]);
-    leaf_free(base);
-    leaf_free(t);
-    leaf_free(cpy);
+    rt_test_tensor_free(base);
+    rt_test_tensor_free(t);
+    rt_test_tensor_free(cpy);
     rt_ctx_free(ctx);
 }

@@ -6,36 +6,7 @@
 #include "retort/kd.h"
 #include "retort/retort.h"
 #include "test.h"
-
-static rt_tensor *leaf(int ndim, const int64_t *shape, const float *src, uint64_t seed, int grad) {
-    rt_tensor *t = calloc(1, sizeof *t);
-    int64_t n = 1;
-    for (int i = 0; i < ndim; i++) n *= shape[i];
-    float *d = malloc((size_t)n * sizeof(float));
-    rt_rng r;
-    rt_rng_seed(&r, seed);
-    for (int64_t i = 0; i < n; i++) d[i] = src ? src[i] : rt_rng_normal(&r);
-    rt_tensor_init(t, d, ndim, shape);
-    if (grad) {
-        t->grad = calloc((size_t)n, sizeof(float));
-        t->requires_grad = 1;
-    }
-    return t;
-}
-static void leaf_free(rt_tensor *t) {
-    free(t->data);
-    free(t->grad);
-    free(t);
-}
-
-static double maxrel_d(const float *a, const double *b, int64_t n) {
-    double m = 1e-30, e = 0;
-    for (int64_t i = 0; i < n; i++) {
-        m = fmax(m, fabs(b[i]));
-        e = fmax(e, fabs((double)a[i] - b[i]));
-    }
-    return e / m;
-}
+#include "test_util.h"
 
 static rt_tensor *param(rt_paramset *ps, const char *name) {
     rt_param *p = rt_params_find(ps, name);
@@ -66,7 +37,8 @@ TEST(fixture_crd_two_steps) {
     memcpy(bt->data, kdfx_crd_bt, sizeof kdfx_crd_bt);
     memcpy(crd->memory_s->data, kdfx_crd_mem_s, sizeof kdfx_crd_mem_s);
     memcpy(crd->memory_t->data, kdfx_crd_mem_t, sizeof kdfx_crd_mem_t);
-    rt_tensor *fs = leaf(2, (int64_t[]){3, 7}, kdfx_crd_fs, 0, 1), *ft = leaf(2, (int64_t[]){3, 9}, kdfx_crd_ft, 0, 0);
+    rt_tensor *fs = rt_test_tensor_from(kdfx_crd_fs, 2, (int64_t[]){3, 7}, 1),
+              *ft = rt_test_tensor_from(kdfx_crd_ft, 2, (int64_t[]){3, 9}, 0);
 
     rt_tensor *l1 = rt_kd_crd_loss(ctx, crd, fs, ft, kdfx_crd_idx1, kdfx_crd_cidx1);
     CHECKF(l1 && l1->ndim == 0, "%s", rt_errmsg(ctx));
@@ -77,11 +49,11 @@ TEST(fixture_crd_two_steps) {
                (double)crd->params->data[2 + i], kdfx_crd_z[i]);
     CHECK(rt_backward(ctx, l1) == 0);
     double e;
-    CHECKF((e = maxrel_d(fs->grad, kdfx_crd_grad_fs, 21)) <= 1e-5, "grad f_s %.3g", e);
-    CHECKF((e = maxrel_d(ws->grad, kdfx_crd_grad_ws, 28)) <= 1e-5, "grad W_s %.3g", e);
-    CHECKF((e = maxrel_d(wt->grad, kdfx_crd_grad_wt, 36)) <= 1e-5, "grad W_t %.3g", e);
-    CHECKF((e = maxrel_d(crd->memory_s->data, kdfx_crd_mem_s_after1, 48)) <= 1e-5, "memory_v1 %.3g", e);
-    CHECKF((e = maxrel_d(crd->memory_t->data, kdfx_crd_mem_t_after1, 48)) <= 1e-5, "memory_v2 %.3g", e);
+    CHECKF((e = rt_test_maxrel_ref(fs->grad, kdfx_crd_grad_fs, 21)) <= 1e-5, "grad f_s %.3g", e);
+    CHECKF((e = rt_test_maxrel_ref(ws->grad, kdfx_crd_grad_ws, 28)) <= 1e-5, "grad W_s %.3g", e);
+    CHECKF((e = rt_test_maxrel_ref(wt->grad, kdfx_crd_grad_wt, 36)) <= 1e-5, "grad W_t %.3g", e);
+    CHECKF((e = rt_test_maxrel_ref(crd->memory_s->data, kdfx_crd_mem_s_after1, 48)) <= 1e-5, "memory_v1 %.3g", e);
+    CHECKF((e = rt_test_maxrel_ref(crd->memory_t->data, kdfx_crd_mem_t_after1, 48)) <= 1e-5, "memory_v2 %.3g", e);
     /* step 2: Z kept, the moved memory rows used */
     rt_step_reset(ctx);
     float z0 = crd->params->data[2];
@@ -89,8 +61,8 @@ TEST(fixture_crd_two_steps) {
     CHECKF(l2 && fabs(l2->data[0] - kdfx_crd_loss2[0]) <= 1e-5 * kdfx_crd_loss2[0], "loss2 %.9g vs %.9g / %s",
            l2 ? (double)l2->data[0] : 0.0, kdfx_crd_loss2[0], rt_errmsg(ctx));
     CHECK(crd->params->data[2] == z0);
-    leaf_free(fs);
-    leaf_free(ft);
+    rt_test_tensor_free(fs);
+    rt_test_tensor_free(ft);
     rt_kd_crd_free(crd);
     rt_params_free(&ps);
     rt_ctx_free(ctx);
@@ -120,7 +92,7 @@ TEST(gradcheck_crd) {
     static const int64_t idx[3] = {4, 9, 0};
     crd_args a = {crd, idx};
     /* the student's and the teacher's features and the four embedding parameters */
-    rt_tensor *in[6] = {leaf(2, (int64_t[]){3, 6}, NULL, 5, 1), leaf(4, (int64_t[]){3, 5, 1, 1}, NULL, 6, 1)};
+    rt_tensor *in[6] = {rt_test_tensor(2, (int64_t[]){3, 6}, 5, 1), rt_test_tensor(4, (int64_t[]){3, 5, 1, 1}, 6, 1)};
     for (int i = 0; i < 4; i++) in[2 + i] = &ps.items[i]->t;
     char rep[512];
     CHECKF(rt_gradcheck(ctx, f_crd, &a, 6, in, NULL, rep) == 0, "%s / %s", rep, rt_errmsg(ctx));
@@ -128,8 +100,8 @@ TEST(gradcheck_crd) {
     crd->o.nce_t = 0.07f;
     crd->params->data[2] = crd->params->data[3] = -1;
     CHECKF(rt_gradcheck(ctx, f_crd, &a, 2, in, NULL, rep) == 0, "T 0.07: %s / %s", rep, rt_errmsg(ctx));
-    leaf_free(in[0]);
-    leaf_free(in[1]);
+    rt_test_tensor_free(in[0]);
+    rt_test_tensor_free(in[1]);
     rt_kd_crd_free(crd);
     rt_params_free(&ps);
     rt_ctx_free(ctx);
@@ -148,7 +120,7 @@ TEST(crd_drawn_negatives_and_memory) {
     const size_t bank = 100 * 8 * sizeof(float);
     float *m0 = malloc(bank), *m1 = malloc(bank);
     memcpy(m0, crd->memory_s->data, bank);
-    rt_tensor *fs = leaf(2, (int64_t[]){4, 6}, NULL, 7, 0), *ft = leaf(2, (int64_t[]){4, 5}, NULL, 8, 0);
+    rt_tensor *fs = rt_test_tensor(2, (int64_t[]){4, 6}, 7, 0), *ft = rt_test_tensor(2, (int64_t[]){4, 5}, 8, 0);
     static const int64_t idx[4] = {10, 20, 30, 99};
     /* frozen banks: same seed, same loss; the banks do not move */
     crd->update_memory = 0;
@@ -188,15 +160,15 @@ TEST(crd_drawn_negatives_and_memory) {
     CHECK(!rt_kd_crd_loss(ctx, crd, ft, fs, idx, NULL) && rt_status(ctx) == RT_ESHAPE &&
           strstr(rt_errmsg(ctx), "crd:") && strstr(rt_errmsg(ctx), "(4,5)") && strstr(rt_errmsg(ctx), "(4,6)"));
     rt_clear_error(ctx);
-    rt_tensor *f3 = leaf(2, (int64_t[]){3, 5}, NULL, 9, 0);
+    rt_tensor *f3 = rt_test_tensor(2, (int64_t[]){3, 5}, 9, 0);
     CHECK(!rt_kd_crd_loss(ctx, crd, fs, f3, idx, NULL) && rt_status(ctx) == RT_ESHAPE &&
           strstr(rt_errmsg(ctx), "batch"));
     rt_clear_error(ctx);
     CHECK(!rt_kd_crd_new(ctx, &ps, "x", 0, 5, 10, NULL) && rt_status(ctx) == RT_EINVAL);
     rt_clear_error(ctx);
-    leaf_free(f3);
-    leaf_free(fs);
-    leaf_free(ft);
+    rt_test_tensor_free(f3);
+    rt_test_tensor_free(fs);
+    rt_test_tensor_free(ft);
     free(m0);
     free(m1);
     rt_kd_crd_free(crd);

@@ -2,38 +2,9 @@
  * PyTorch, output shapes, KL's zero-target convention, stability, and error messages. */
 #include "retort/retort.h"
 #include "test.h"
+#include "test_util.h"
 
 #include "fixtures/loss_fixture.h"
-
-static rt_tensor *persist(int ndim, const int64_t *shape, uint64_t seed, int grad) {
-    rt_tensor *t = calloc(1, sizeof *t);
-    int64_t n = 1;
-    for (int i = 0; i < ndim; i++) n *= shape[i];
-    float *d = malloc(n * sizeof(float));
-    rt_rng r;
-    rt_rng_seed(&r, seed);
-    for (int64_t i = 0; i < n; i++) d[i] = rt_rng_normal(&r);
-    rt_tensor_init(t, d, ndim, shape);
-    if (grad) {
-        t->grad = calloc(n, sizeof(float));
-        t->requires_grad = 1;
-    }
-    return t;
-}
-
-/* a caller-owned tensor over fixture data (copied, so tests may mutate it) */
-static rt_tensor *from(const float *data, int ndim, const int64_t *shape, int grad) {
-    rt_tensor *t = persist(ndim, shape, 1, grad);
-    memcpy(t->data, data, rt_numel(t) * sizeof(float));
-    return t;
-}
-
-static void unpersist(rt_tensor *t) {
-    if (!t) return;
-    free(t->data);
-    free(t->grad);
-    free(t);
-}
 
 /* positive rows summing to 1 */
 static void make_probs(rt_tensor *t) {
@@ -89,10 +60,10 @@ TEST(gradcheck_cross_entropy) {
     for (int s = 0; s < 3; s++)
         for (int r = 0; r < 3; r++) {
             loss_user u = {labels, s == 0 ? 0.0f : s == 1 ? 0.1f : 1.0f, 0, 0, (rt_reduction)r};
-            rt_tensor *in[1] = {persist(2, (int64_t[]){4, 5}, 100 + r, 1)};
+            rt_tensor *in[1] = {rt_test_tensor(2, (int64_t[]){4, 5}, 100 + r, 1)};
             CHECKF(rt_gradcheck(ctx, f_ce, &u, 1, in, NULL, rep) == 0, "smoothing %g %s: %s / %s", u.smoothing,
                    red_name(u.red), rep, rt_errmsg(ctx));
-            unpersist(in[0]);
+            rt_test_tensor_free(in[0]);
         }
     rt_ctx_free(ctx);
 }
@@ -102,12 +73,13 @@ TEST(gradcheck_soft_cross_entropy) {
     char rep[512];
     for (int r = 0; r < 3; r++) {
         loss_user u = {NULL, 0, 0, 0, (rt_reduction)r};
-        rt_tensor *in[2] = {persist(2, (int64_t[]){3, 4}, 110 + r, 1), persist(2, (int64_t[]){3, 4}, 120 + r, 1)};
+        rt_tensor *in[2] = {rt_test_tensor(2, (int64_t[]){3, 4}, 110 + r, 1),
+                            rt_test_tensor(2, (int64_t[]){3, 4}, 120 + r, 1)};
         make_probs(in[1]);
         CHECKF(rt_gradcheck(ctx, f_soft_ce, &u, 2, in, NULL, rep) == 0, "%s: %s / %s", red_name(u.red), rep,
                rt_errmsg(ctx));
-        unpersist(in[0]);
-        unpersist(in[1]);
+        rt_test_tensor_free(in[0]);
+        rt_test_tensor_free(in[1]);
     }
     rt_ctx_free(ctx);
 }
@@ -117,7 +89,8 @@ TEST(gradcheck_kl_div) {
     char rep[512];
     for (int r = 0; r < 3; r++) {
         loss_user u = {NULL, 0, 0, 0, (rt_reduction)r};
-        rt_tensor *in[2] = {persist(2, (int64_t[]){3, 4}, 130 + r, 1), persist(2, (int64_t[]){3, 4}, 140 + r, 1)};
+        rt_tensor *in[2] = {rt_test_tensor(2, (int64_t[]){3, 4}, 130 + r, 1),
+                            rt_test_tensor(2, (int64_t[]){3, 4}, 140 + r, 1)};
         make_probs(in[1]);
         CHECKF(rt_gradcheck(ctx, f_kl, &u, 2, in, NULL, rep) == 0, "%s: %s / %s", red_name(u.red), rep, rt_errmsg(ctx));
         /* a zero target entry: the input's gradient is still exact there (-t = 0) */
@@ -125,8 +98,8 @@ TEST(gradcheck_kl_div) {
         in[1]->requires_grad = 0;
         CHECKF(rt_gradcheck(ctx, f_kl, &u, 2, in, NULL, rep) == 0, "zero target %s: %s / %s", red_name(u.red), rep,
                rt_errmsg(ctx));
-        unpersist(in[0]);
-        unpersist(in[1]);
+        rt_test_tensor_free(in[0]);
+        rt_test_tensor_free(in[1]);
     }
     rt_ctx_free(ctx);
 }
@@ -145,12 +118,12 @@ TEST(gradcheck_pointwise_losses) {
                 loss_user u = {NULL, 0, ks[k].param, ks[k].kind, (rt_reduction)r};
                 int nd = sh ? 4 : 2;
                 const int64_t *shape = sh ? s4 : s2;
-                rt_tensor *in[2] = {persist(nd, shape, 150 + k, 1), persist(nd, shape, 160 + r, 1)};
+                rt_tensor *in[2] = {rt_test_tensor(nd, shape, 150 + k, 1), rt_test_tensor(nd, shape, 160 + r, 1)};
                 for (int64_t i = 0; i < rt_numel(in[0]); i++) in[0]->data[i] *= 2; /* both sides of the thresholds */
                 CHECKF(rt_gradcheck(ctx, f_pointwise, &u, 2, in, NULL, rep) == 0, "kind %d param %g %d-D %s: %s / %s",
                        ks[k].kind, ks[k].param, nd, red_name(u.red), rep, rt_errmsg(ctx));
-                unpersist(in[0]);
-                unpersist(in[1]);
+                rt_test_tensor_free(in[0]);
+                rt_test_tensor_free(in[1]);
             }
     rt_ctx_free(ctx);
 }
@@ -172,7 +145,7 @@ static int matches(const rt_tensor *out, const float *ref, rt_reduction red, int
 
 TEST(cross_entropy_matches_pytorch) {
     rt_ctx *ctx = rt_ctx_new();
-    rt_tensor *z = from(fx_ce_logits, 2, (int64_t[]){4, 5}, 1);
+    rt_tensor *z = rt_test_tensor_from(fx_ce_logits, 2, (int64_t[]){4, 5}, 1);
     char why[200];
     CHECKF(matches(rt_cross_entropy(ctx, z, fx_ce_labels, 0, RT_MEAN), fx_ce_mean, RT_MEAN, 4, why), "mean %s", why);
     CHECKF(matches(rt_cross_entropy(ctx, z, fx_ce_labels, 0, RT_SUM), fx_ce_sum, RT_SUM, 4, why), "sum %s", why);
@@ -184,17 +157,18 @@ TEST(cross_entropy_matches_pytorch) {
     CHECK(rt_backward(ctx, L) == 0);
     double e = rt_test_maxrel(z->grad, fx_ce_ls_mean_grad, 20);
     CHECKF(e < 1e-5, "grad maxrel %g", e);
-    rt_tensor *t = from(fx_soft_target, 2, (int64_t[]){4, 5}, 0);
+    rt_tensor *t = rt_test_tensor_from(fx_soft_target, 2, (int64_t[]){4, 5}, 0);
     CHECKF(matches(rt_soft_cross_entropy(ctx, z, t, RT_MEAN), fx_soft_ce_mean, RT_MEAN, 4, why), "soft %s", why);
     CHECKF(matches(rt_soft_cross_entropy(ctx, z, t, RT_NONE), fx_soft_ce_none, RT_NONE, 4, why), "soft %s", why);
-    unpersist(z);
-    unpersist(t);
+    rt_test_tensor_free(z);
+    rt_test_tensor_free(t);
     rt_ctx_free(ctx);
 }
 
 TEST(kl_div_matches_pytorch) {
     rt_ctx *ctx = rt_ctx_new();
-    rt_tensor *x = from(fx_kl_input, 2, (int64_t[]){3, 4}, 1), *t = from(fx_kl_target, 2, (int64_t[]){3, 4}, 1);
+    rt_tensor *x = rt_test_tensor_from(fx_kl_input, 2, (int64_t[]){3, 4}, 1),
+              *t = rt_test_tensor_from(fx_kl_target, 2, (int64_t[]){3, 4}, 1);
     CHECK(t->data[6] == 0); /* the fixture has a zero target entry */
     char why[200];
     CHECKF(matches(rt_kl_div(ctx, x, t, RT_SUM), fx_kl_sum, RT_SUM, 3, why), "sum %s", why);
@@ -210,14 +184,15 @@ TEST(kl_div_matches_pytorch) {
         CHECKF(fabs(t->grad[i] - e) <= 1e-6 * fmax(1, fabs(e)), "dt[%d] = %g, expected %g", i, t->grad[i], e);
         CHECK(isfinite(t->grad[i]));
     }
-    unpersist(x);
-    unpersist(t);
+    rt_test_tensor_free(x);
+    rt_test_tensor_free(t);
     rt_ctx_free(ctx);
 }
 
 TEST(pointwise_losses_match_pytorch) {
     rt_ctx *ctx = rt_ctx_new();
-    rt_tensor *a = from(fx_pw_a, 2, (int64_t[]){3, 4}, 0), *b = from(fx_pw_b, 2, (int64_t[]){3, 4}, 0);
+    rt_tensor *a = rt_test_tensor_from(fx_pw_a, 2, (int64_t[]){3, 4}, 0),
+              *b = rt_test_tensor_from(fx_pw_b, 2, (int64_t[]){3, 4}, 0);
     const float *refs[4][3] = {{fx_mse_mean, fx_mse_sum, fx_mse_none},
                                {fx_l1_mean, fx_l1_sum, fx_l1_none},
                                {fx_smooth_l1_mean, fx_smooth_l1_sum, fx_smooth_l1_none},
@@ -238,8 +213,8 @@ TEST(pointwise_losses_match_pytorch) {
         small += d < 0.5, mid += d >= 0.5 && d < 2, large += d >= 2;
     }
     CHECKF(small && mid && large, "%d %d %d", small, mid, large);
-    unpersist(a);
-    unpersist(b);
+    rt_test_tensor_free(a);
+    rt_test_tensor_free(b);
     rt_ctx_free(ctx);
 }
 
@@ -247,7 +222,7 @@ TEST(pointwise_losses_match_pytorch) {
 
 TEST(loss_output_shapes_and_views) {
     rt_ctx *ctx = rt_ctx_new();
-    rt_tensor *a = persist(2, (int64_t[]){4, 3}, 170, 0), *b = persist(2, (int64_t[]){4, 3}, 171, 0);
+    rt_tensor *a = rt_test_tensor(2, (int64_t[]){4, 3}, 170, 0), *b = rt_test_tensor(2, (int64_t[]){4, 3}, 171, 0);
     rt_tensor *y = rt_mse(ctx, a, b, RT_SUM);
     CHECK(y && y->ndim == 0 && rt_numel(y) == 1);
     y = rt_l1(ctx, a, b, RT_NONE);
@@ -272,8 +247,8 @@ TEST(loss_output_shapes_and_views) {
     CHECK(y && y->data[0] == 4);
     CHECK(!rt_mse(ctx, s0, t0, RT_NONE) && rt_status(ctx) == RT_ESHAPE);
     rt_clear_error(ctx);
-    unpersist(a);
-    unpersist(b);
+    rt_test_tensor_free(a);
+    rt_test_tensor_free(b);
     rt_ctx_free(ctx);
 }
 
@@ -300,7 +275,7 @@ TEST(cross_entropy_stable_for_large_logits) {
 
 TEST(cross_entropy_label_errors) {
     rt_ctx *ctx = rt_ctx_new();
-    rt_tensor *z = persist(2, (int64_t[]){4, 5}, 180, 0);
+    rt_tensor *z = rt_test_tensor(2, (int64_t[]){4, 5}, 180, 0);
     const int32_t bad[4] = {1, 0, 7, 2}, neg[4] = {-1, 0, 1, 2}, ok[4] = {0, 1, 2, 3};
     CHECK(!rt_cross_entropy(ctx, z, bad, 0, RT_MEAN) && rt_status(ctx) == RT_EINVAL);
     const char *m = rt_errmsg(ctx);
@@ -314,11 +289,11 @@ TEST(cross_entropy_label_errors) {
     rt_clear_error(ctx);
     CHECK(!rt_cross_entropy(ctx, z, ok, 0, (rt_reduction)7) && strstr(rt_errmsg(ctx), "reduction"));
     rt_clear_error(ctx);
-    rt_tensor *z3 = persist(3, (int64_t[]){4, 5, 2}, 181, 0);
+    rt_tensor *z3 = rt_test_tensor(3, (int64_t[]){4, 5, 2}, 181, 0);
     CHECK(!rt_cross_entropy(ctx, z3, ok, 0, RT_MEAN) && rt_status(ctx) == RT_ESHAPE);
     CHECKF(strstr(rt_errmsg(ctx), "(4,5,2)"), "%s", rt_errmsg(ctx));
-    unpersist(z);
-    unpersist(z3);
+    rt_test_tensor_free(z);
+    rt_test_tensor_free(z3);
     rt_ctx_free(ctx);
 }
 
@@ -331,7 +306,7 @@ static rt_tensor *mis_soft(rt_ctx *c, rt_tensor *a, rt_tensor *b) { return rt_so
 
 TEST(loss_shape_mismatch_errors) {
     rt_ctx *ctx = rt_ctx_new();
-    rt_tensor *a = persist(2, (int64_t[]){3, 4}, 190, 0), *b = persist(2, (int64_t[]){4, 3}, 191, 0);
+    rt_tensor *a = rt_test_tensor(2, (int64_t[]){3, 4}, 190, 0), *b = rt_test_tensor(2, (int64_t[]){4, 3}, 191, 0);
     const struct {
         const char *name;
         rt_tensor *(*f)(rt_ctx *, rt_tensor *, rt_tensor *);
@@ -349,7 +324,7 @@ TEST(loss_shape_mismatch_errors) {
     CHECK(!rt_huber(ctx, a, a, 0.0f, RT_MEAN) && strstr(rt_errmsg(ctx), "delta"));
     rt_clear_error(ctx);
     CHECK(!rt_mse(ctx, a, NULL, RT_MEAN) && rt_status(ctx) == RT_EINVAL);
-    unpersist(a);
-    unpersist(b);
+    rt_test_tensor_free(a);
+    rt_test_tensor_free(b);
     rt_ctx_free(ctx);
 }

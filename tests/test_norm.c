@@ -4,34 +4,14 @@
 #include "kernels/batchnorm.h"
 #include "retort/retort.h"
 #include "test.h"
+#include "test_util.h"
 
 #include "fixtures/loss_fixture.h"
 
-static void fill(float *p, int64_t n, uint64_t seed, float scale, float shift) {
-    rt_rng r;
-    rt_rng_seed(&r, seed);
-    for (int64_t i = 0; i < n; i++) p[i] = rt_rng_normal(&r) * scale + shift;
-}
-
-static rt_tensor *persist(int ndim, const int64_t *shape, uint64_t seed, int grad) {
-    rt_tensor *t = calloc(1, sizeof *t);
-    int64_t n = 1;
-    for (int i = 0; i < ndim; i++) n *= shape[i];
-    float *d = malloc(n * sizeof(float));
-    fill(d, n, seed, 1.0f, 0.0f);
-    rt_tensor_init(t, d, ndim, shape);
-    if (grad) {
-        t->grad = calloc(n, sizeof(float));
-        t->requires_grad = 1;
-    }
-    return t;
-}
-
-static void unpersist(rt_tensor *t) {
-    if (!t) return;
-    free(t->data);
-    free(t->grad);
-    free(t);
+/* p[0..n) = scale * N(0,1) + shift, the draws of rt_test_fill_normal(p, n, seed). */
+static void fill_affine(float *p, int64_t n, uint64_t seed, float scale, float shift) {
+    rt_test_fill_normal(p, n, seed);
+    for (int64_t i = 0; i < n; i++) p[i] = p[i] * scale + shift;
 }
 
 /* ---- kernels: fast vs reference ---- */
@@ -44,13 +24,13 @@ static bn_bufs bn_alloc(int64_t N, int64_t C, int64_t S, uint64_t seed) {
     int64_t n = N * C * S;
     bn_bufs b = {malloc(n * 4), malloc(n * 4), malloc(C * 4), malloc(C * 4), malloc(C * 4), malloc(C * 4),
                  malloc(C * 4), malloc(n * 4), malloc(n * 4), malloc(C * 4), malloc(C * 4)};
-    fill(b.x, n, seed, 3.0f, 2.0f); /* an offset mean tests the one-pass variance */
-    fill(b.dy, n, seed + 1, 1.0f, 0.0f);
-    fill(b.gamma, C, seed + 2, 0.5f, 1.0f);
-    fill(b.beta, C, seed + 3, 1.0f, 0.0f);
-    fill(b.dx, n, seed + 4, 1.0f, 0.0f); /* non-zero: backward must accumulate */
-    fill(b.dg, C, seed + 5, 1.0f, 0.0f);
-    fill(b.db, C, seed + 6, 1.0f, 0.0f);
+    fill_affine(b.x, n, seed, 3.0f, 2.0f); /* an offset mean tests the one-pass variance */
+    rt_test_fill_normal(b.dy, n, seed + 1);
+    fill_affine(b.gamma, C, seed + 2, 0.5f, 1.0f);
+    rt_test_fill_normal(b.beta, C, seed + 3);
+    rt_test_fill_normal(b.dx, n, seed + 4); /* non-zero: backward must accumulate */
+    rt_test_fill_normal(b.dg, C, seed + 5);
+    rt_test_fill_normal(b.db, C, seed + 6);
     return b;
 }
 static void bn_free(bn_bufs *b) {
@@ -166,13 +146,13 @@ TEST(bn_gradcheck_all_modes) {
             for (int affine = 0; affine < 3; affine++) { /* 0: none, 1: gamma and beta, 2: gamma only */
                 float rm[2] = {0.3f, -0.2f}, rv[2] = {0.7f, 1.6f};
                 bn_user u = {training, sh == 2, rm, rv};
-                rt_tensor *in[3] = {persist(ndims[sh], shapes[sh], 20 + sh, 1), persist(1, (int64_t[]){2}, 30, 1),
-                                    persist(1, (int64_t[]){2}, 31, 1)};
+                rt_tensor *in[3] = {rt_test_tensor(ndims[sh], shapes[sh], 20 + sh, 1),
+                                    rt_test_tensor(1, (int64_t[]){2}, 30, 1), rt_test_tensor(1, (int64_t[]){2}, 31, 1)};
                 for (int i = 0; i < 2; i++) in[1]->data[i] += 1.5f; /* gamma away from 0 */
                 rt_gradcheck_fn f = affine == 0 ? f_bn_noaffine : affine == 1 ? f_bn : f_bn_gamma_only;
                 int rc = rt_gradcheck(ctx, f, &u, affine == 0 ? 1 : affine == 1 ? 3 : 2, in, NULL, rep);
                 CHECKF(rc == 0, "shape %d training %d affine %d: %s / %s", sh, training, affine, rep, rt_errmsg(ctx));
-                for (int i = 0; i < 3; i++) unpersist(in[i]);
+                for (int i = 0; i < 3; i++) rt_test_tensor_free(in[i]);
             }
     rt_ctx_free(ctx);
 }
@@ -180,7 +160,7 @@ TEST(bn_gradcheck_all_modes) {
 TEST(bn_running_stats_closed_form) {
     rt_ctx *ctx = rt_ctx_new();
     const int64_t N = 3, C = 2, H = 2, W = 2;
-    rt_tensor *x = persist(4, (int64_t[]){N, C, H, W}, 40, 0);
+    rt_tensor *x = rt_test_tensor(4, (int64_t[]){N, C, H, W}, 40, 0);
     float rm[2] = {0.5f, -1.0f}, rv[2] = {2.0f, 0.25f};
     double erm[2] = {0.5, -1.0}, erv[2] = {2.0, 0.25};
     for (int step = 0; step < 3; step++) {
@@ -215,14 +195,14 @@ TEST(bn_running_stats_closed_form) {
         }
         rt_step_reset(ctx);
     }
-    unpersist(x);
+    rt_test_tensor_free(x);
     rt_ctx_free(ctx);
 }
 
 TEST(bn_eval_uses_running_stats) {
     rt_ctx *ctx = rt_ctx_new();
-    rt_tensor *x = persist(2, (int64_t[]){4, 3}, 41, 0), *g = persist(1, (int64_t[]){3}, 42, 0),
-              *b = persist(1, (int64_t[]){3}, 43, 0);
+    rt_tensor *x = rt_test_tensor(2, (int64_t[]){4, 3}, 41, 0), *g = rt_test_tensor(1, (int64_t[]){3}, 42, 0),
+              *b = rt_test_tensor(1, (int64_t[]){3}, 43, 0);
     float rm[3] = {0.1f, -0.3f, 2.0f}, rv[3] = {0.5f, 1.0f, 4.0f}, rm0[3], rv0[3];
     memcpy(rm0, rm, sizeof rm);
     memcpy(rv0, rv, sizeof rv);
@@ -234,9 +214,9 @@ TEST(bn_eval_uses_running_stats) {
             double e = (x->data[n * 3 + c] - rm[c]) / sqrt(rv[c] + 1e-3) * g->data[c] + b->data[c];
             CHECK_CLOSE(y->data[n * 3 + c], e, 1e-6);
         }
-    unpersist(x);
-    unpersist(g);
-    unpersist(b);
+    rt_test_tensor_free(x);
+    rt_test_tensor_free(g);
+    rt_test_tensor_free(b);
     rt_ctx_free(ctx);
 }
 
@@ -296,8 +276,8 @@ TEST(bn_matches_pytorch) {
 TEST(bn_errors) {
     rt_ctx *ctx = rt_ctx_new();
     float rm[3] = {0}, rv[3] = {1, 1, 1};
-    rt_tensor *x3 = persist(3, (int64_t[]){2, 3, 4}, 50, 0), *x = persist(2, (int64_t[]){2, 3}, 51, 0);
-    rt_tensor *g4 = persist(1, (int64_t[]){4}, 52, 0), *x1 = persist(4, (int64_t[]){1, 3, 1, 1}, 53, 0);
+    rt_tensor *x3 = rt_test_tensor(3, (int64_t[]){2, 3, 4}, 50, 0), *x = rt_test_tensor(2, (int64_t[]){2, 3}, 51, 0);
+    rt_tensor *g4 = rt_test_tensor(1, (int64_t[]){4}, 52, 0), *x1 = rt_test_tensor(4, (int64_t[]){1, 3, 1, 1}, 53, 0);
     CHECK(!rt_batchnorm(ctx, x3, NULL, NULL, rm, rv, 1, 0.1f, 1e-5f) && rt_status(ctx) == RT_ESHAPE);
     CHECKF(strstr(rt_errmsg(ctx), "batchnorm") && strstr(rt_errmsg(ctx), "(2,3,4)"), "%s", rt_errmsg(ctx));
     rt_clear_error(ctx);
@@ -315,10 +295,10 @@ TEST(bn_errors) {
     rt_clear_error(ctx);
     CHECK(rt_batchnorm(ctx, x, NULL, NULL, NULL, NULL, 1, 0.1f, 1e-5f)); /* no running stats in training */
     CHECK(!rt_batchnorm(ctx, NULL, NULL, NULL, rm, rv, 1, 0.1f, 1e-5f));
-    unpersist(x3);
-    unpersist(x);
-    unpersist(g4);
-    unpersist(x1);
+    rt_test_tensor_free(x3);
+    rt_test_tensor_free(x);
+    rt_test_tensor_free(g4);
+    rt_test_tensor_free(x1);
     rt_ctx_free(ctx);
 }
 
@@ -328,16 +308,16 @@ static rt_tensor *f_dropout(rt_ctx *ctx, rt_tensor **in, void *user) { return rt
 
 TEST(dropout_gradcheck) {
     rt_ctx *ctx = rt_ctx_new();
-    rt_tensor *in[1] = {persist(2, (int64_t[]){4, 5}, 60, 1)};
+    rt_tensor *in[1] = {rt_test_tensor(2, (int64_t[]){4, 5}, 60, 1)};
     char rep[512];
     CHECKF(rt_gradcheck(ctx, f_dropout, NULL, 1, in, NULL, rep) == 0, "%s / %s", rep, rt_errmsg(ctx));
-    unpersist(in[0]);
+    rt_test_tensor_free(in[0]);
     rt_ctx_free(ctx);
 }
 
 TEST(dropout_deterministic_and_seeded) {
     rt_ctx *ctx = rt_ctx_new();
-    rt_tensor *x = persist(1, (int64_t[]){1000}, 61, 0);
+    rt_tensor *x = rt_test_tensor(1, (int64_t[]){1000}, 61, 0);
     float *y[3];
     for (int k = 0; k < 3; k++) {
         rt_rng_seed(rt_ctx_rng(ctx), k == 2 ? 8 : 7);
@@ -347,7 +327,7 @@ TEST(dropout_deterministic_and_seeded) {
     }
     CHECK(memcmp(y[0], y[1], 1000 * sizeof(float)) == 0);
     CHECK(memcmp(y[0], y[2], 1000 * sizeof(float)) != 0);
-    unpersist(x);
+    rt_test_tensor_free(x);
     rt_ctx_free(ctx);
 }
 
@@ -375,19 +355,19 @@ TEST(dropout_rate_and_mean) {
 
 TEST(dropout_identity_in_eval_and_p0) {
     rt_ctx *ctx = rt_ctx_new();
-    rt_tensor *x = persist(2, (int64_t[]){3, 4}, 62, 1);
+    rt_tensor *x = rt_test_tensor(2, (int64_t[]){3, 4}, 62, 1);
     rt_rng before = *rt_ctx_rng(ctx);
     CHECK(rt_dropout(ctx, x, 0.5f, 0) == x);
     CHECK(rt_dropout(ctx, x, 0.0f, 1) == x);
     CHECK(memcmp(&before, rt_ctx_rng(ctx), sizeof before) == 0); /* no draws */
     CHECK(rt_tape_size(ctx) == 0);
-    unpersist(x);
+    rt_test_tensor_free(x);
     rt_ctx_free(ctx);
 }
 
 TEST(dropout_errors) {
     rt_ctx *ctx = rt_ctx_new();
-    rt_tensor *x = persist(1, (int64_t[]){4}, 63, 0);
+    rt_tensor *x = rt_test_tensor(1, (int64_t[]){4}, 63, 0);
     const float bad[3] = {1.0f, -0.1f, NAN};
     for (int k = 0; k < 3; k++) {
         CHECK(!rt_dropout(ctx, x, bad[k], 1) && rt_status(ctx) == RT_EINVAL);
@@ -395,6 +375,6 @@ TEST(dropout_errors) {
         rt_clear_error(ctx);
     }
     CHECK(!rt_dropout(ctx, x, 1.0f, 0)); /* p is checked in eval mode too */
-    unpersist(x);
+    rt_test_tensor_free(x);
     rt_ctx_free(ctx);
 }

@@ -3,39 +3,9 @@
 #include "kernels/pool.h"
 #include "retort/retort.h"
 #include "test.h"
+#include "test_util.h"
 
 #include "fixtures/pool_torch.h"
-
-/* rt_test_maxrel, except that a NaN or infinity in either array is an infinite error (fmax
- * inside rt_test_maxrel would pass over it). */
-static double maxrel(const float *a, const float *b, int64_t n) {
-    for (int64_t i = 0; i < n; i++)
-        if (!isfinite(a[i]) || !isfinite(b[i])) return INFINITY;
-    return rt_test_maxrel(a, b, (long)n);
-}
-
-static rt_tensor *persist(int ndim, const int64_t *shape, uint64_t seed, int grad) {
-    rt_tensor *t = calloc(1, sizeof *t);
-    int64_t n = 1;
-    for (int i = 0; i < ndim; i++) n *= shape[i];
-    float *d = malloc((size_t)n * sizeof(float));
-    rt_rng r;
-    rt_rng_seed(&r, seed);
-    for (int64_t i = 0; i < n; i++) d[i] = rt_rng_normal(&r);
-    rt_tensor_init(t, d, ndim, shape);
-    if (grad) {
-        t->grad = calloc((size_t)n, sizeof(float));
-        t->requires_grad = 1;
-    }
-    return t;
-}
-
-static void unpersist(rt_tensor *t) {
-    if (!t) return;
-    free(t->data);
-    free(t->grad);
-    free(t);
-}
 
 /* One op of the family, as the fixtures and gradchecks describe it. */
 typedef struct {
@@ -68,7 +38,7 @@ TEST(matches_pytorch) {
     for (int k = 0; k < FX_POOL_COUNT; k++) {
         const fx_pool *f = &fx_pool_cases[k];
         rt_ctx *ctx = rt_ctx_new();
-        rt_tensor *x = persist(4, f->x_shape, 1, 1);
+        rt_tensor *x = rt_test_tensor(4, f->x_shape, 1, 1);
         int64_t nx = rt_numel(x);
         for (int64_t i = 0; i < nx; i++) x->data[i] = fx_val(i, 1);
         pool_op o = {f->kind, {f->k[0], f->k[1]}, {f->s[0], f->s[1]}, {f->p[0], f->p[1]}, {f->out[0], f->out[1]},
@@ -79,15 +49,15 @@ TEST(matches_pytorch) {
                    y->shape[3] == f->y_shape[3],
                "%s: output shape", f->what);
         int64_t ny = rt_numel(y);
-        double e = maxrel(y->data, f->y, ny);
+        double e = rt_test_maxrel(y->data, f->y, ny);
         CHECKF(e < 1e-6, "%s: forward differs by %.3g", f->what, e);
         float *seed = malloc((size_t)ny * sizeof(float));
         for (int64_t i = 0; i < ny; i++) seed[i] = fx_val(i, 4);
         CHECK(rt_backward_seed(ctx, y, seed) == 0);
         free(seed);
-        e = maxrel(x->grad, f->gx, nx);
+        e = rt_test_maxrel(x->grad, f->gx, nx);
         CHECKF(e < 1e-6, "%s: input gradient differs by %.3g", f->what, e);
-        unpersist(x);
+        rt_test_tensor_free(x);
         rt_ctx_free(ctx);
     }
 }
@@ -127,12 +97,12 @@ TEST(gradcheck_every_op_and_variant) {
     char rep[512];
     for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
         rt_ctx *ctx = rt_ctx_new();
-        rt_tensor *x = persist(4, v[i].shape, 20 + i, 1);
+        rt_tensor *x = rt_test_tensor(4, v[i].shape, 20 + i, 1);
         int rc = rt_gradcheck(ctx, f_pool, &v[i].o, 1, &x, NULL, rep);
         CHECKF(rc == 0, "%s: %s / %s", v[i].what, rep, rt_errmsg(ctx));
         rc = rt_gradcheck(ctx, f_pool_transposed, &v[i].o, 1, &x, NULL, rep);
         CHECKF(rc == 0, "%s, transposed input: %s / %s", v[i].what, rep, rt_errmsg(ctx));
-        unpersist(x);
+        rt_test_tensor_free(x);
         rt_ctx_free(ctx);
     }
 }
@@ -141,7 +111,7 @@ TEST(gradcheck_every_op_and_variant) {
 
 TEST(maxpool_ties_first_wins_and_nan_propagates) {
     rt_ctx *ctx = rt_ctx_new();
-    rt_tensor *x = persist(4, (int64_t[]){1, 1, 3, 3}, 1, 1);
+    rt_tensor *x = rt_test_tensor(4, (int64_t[]){1, 1, 3, 3}, 1, 1);
     for (int i = 0; i < 9; i++) x->data[i] = 2.0f;
     rt_tensor *y = rt_maxpool2d(ctx, x, 2, 2, 1, 1, 0, 0); /* 2x2 outputs, every window a tie */
     CHECK(y && y->shape[2] == 2 && y->shape[3] == 2);
@@ -157,21 +127,21 @@ TEST(maxpool_ties_first_wins_and_nan_propagates) {
     for (int i = 0; i < 9; i++) x->data[i] = -1.0f - i;
     rt_tensor *u = rt_maxpool2d(ctx, x, 3, 3, 3, 3, 1, 1);
     CHECK(u && u->shape[2] == 1 && u->data[0] == -1.0f);
-    unpersist(x);
+    rt_test_tensor_free(x);
     rt_ctx_free(ctx);
 }
 
 /* Forward without grad mode (no winners kept) gives the same values. */
 TEST(no_grad_forward_matches) {
     rt_ctx *ctx = rt_ctx_new();
-    rt_tensor *x = persist(4, (int64_t[]){2, 3, 7, 6}, 3, 1);
+    rt_tensor *x = rt_test_tensor(4, (int64_t[]){2, 3, 7, 6}, 3, 1);
     rt_tensor *y1 = rt_maxpool2d(ctx, x, 3, 3, 2, 2, 1, 1);
     int prev = rt_set_grad_enabled(ctx, 0);
     rt_tensor *y2 = rt_maxpool2d(ctx, x, 3, 3, 2, 2, 1, 1);
     rt_set_grad_enabled(ctx, prev);
     CHECK(y1 && y2 && y1->requires_grad && !y2->requires_grad);
     CHECK(memcmp(y1->data, y2->data, (size_t)rt_numel(y1) * sizeof(float)) == 0);
-    unpersist(x);
+    rt_test_tensor_free(x);
     rt_ctx_free(ctx);
 }
 
@@ -179,7 +149,8 @@ TEST(no_grad_forward_matches) {
 
 TEST(errors_name_op_and_shapes) {
     rt_ctx *ctx = rt_ctx_new();
-    rt_tensor *x = persist(4, (int64_t[]){2, 3, 8, 8}, 1, 0), *x3 = persist(3, (int64_t[]){3, 8, 8}, 1, 0);
+    rt_tensor *x = rt_test_tensor(4, (int64_t[]){2, 3, 8, 8}, 1, 0),
+              *x3 = rt_test_tensor(3, (int64_t[]){3, 8, 8}, 1, 0);
     CHECK(rt_maxpool2d(ctx, x, 3, 3, 2, 2, 2, 2) == NULL && rt_status(ctx) == RT_ESHAPE);
     CHECKF(strstr(rt_errmsg(ctx), "maxpool2d") && strstr(rt_errmsg(ctx), "(2,3,8,8)") &&
                strstr(rt_errmsg(ctx), "padding (2,2)"),
@@ -201,7 +172,7 @@ TEST(errors_name_op_and_shapes) {
     rt_clear_error(ctx);
     /* a NULL input (an earlier failure) gives NULL */
     CHECK(rt_maxpool2d(ctx, NULL, 2, 2, 2, 2, 0, 0) == NULL);
-    unpersist(x), unpersist(x3);
+    rt_test_tensor_free(x), rt_test_tensor_free(x3);
     rt_ctx_free(ctx);
 }
 

@@ -4,32 +4,7 @@
 #include "kernels/reduce.h"
 #include "retort/retort.h"
 #include "test.h"
-
-static rt_tensor *persist(int ndim, const int64_t *shape, uint64_t seed) {
-    rt_tensor *t = calloc(1, sizeof *t);
-    int64_t n = 1;
-    for (int i = 0; i < ndim; i++) n *= shape[i];
-    float *d = malloc(n * sizeof(float));
-    rt_rng r;
-    rt_rng_seed(&r, seed);
-    for (int64_t i = 0; i < n; i++) d[i] = rt_rng_normal(&r);
-    rt_tensor_init(t, d, ndim, shape);
-    t->grad = calloc(n, sizeof(float));
-    t->requires_grad = 1;
-    return t;
-}
-
-static void drop(rt_tensor *t) {
-    free(t->data);
-    free(t->grad);
-    free(t);
-}
-
-static void fill(float *x, int64_t n, uint64_t seed) {
-    rt_rng r;
-    rt_rng_seed(&r, seed);
-    for (int64_t i = 0; i < n; i++) x[i] = rt_rng_normal(&r);
-}
+#include "test_util.h"
 
 enum { OP_SUM, OP_MEAN, OP_MAX, OP_L2, OP_SOFTMAX, OP_LOG_SOFTMAX, OP_SUM_ALL, OP_MEAN_ALL, NOPS };
 static const char *op_names[NOPS] = {"sum",     "mean",        "max",     "l2_normalize",
@@ -76,12 +51,12 @@ TEST(gradcheck_every_op_dim_and_keepdim) {
         for (int dim = -3; dim < 3; dim++)
             for (int keep = 0; keep < 2; keep++) {
                 rcase c = {op, dim, keep, args[op]};
-                rt_tensor *x = persist(3, shape, 1000 + 97 * op + 7 * dim + keep);
+                rt_tensor *x = rt_test_tensor(3, shape, 1000 + 97 * op + 7 * dim + keep, 1);
                 int rc = rt_gradcheck(ctx, f_reduce, &c, 1, &x, NULL, rep);
                 CHECKF(rc == 0, "%s dim %d keepdim %d: %s / %s", op_names[op], dim, keep, rep, rt_errmsg(ctx));
                 rc = rt_gradcheck(ctx, f_reduce_strided, &c, 1, &x, NULL, rep);
                 CHECKF(rc == 0, "%s strided dim %d keepdim %d: %s / %s", op_names[op], dim, keep, rep, rt_errmsg(ctx));
-                drop(x);
+                rt_test_tensor_free(x);
             }
     rt_ctx_free(ctx);
 }
@@ -115,10 +90,10 @@ TEST(gradcheck_shapes_and_temperatures) {
         {0, {0}, {OP_SOFTMAX, -1, 0, 1}},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        rt_tensor *x = persist(cases[i].nd, cases[i].shape, 77 + i);
+        rt_tensor *x = rt_test_tensor(cases[i].nd, cases[i].shape, 77 + i, 1);
         int rc = rt_gradcheck(ctx, f_reduce, &cases[i].c, 1, &x, &few, rep);
         CHECKF(rc == 0, "case %zu (%s): %s / %s", i, op_names[cases[i].c.op], rep, rt_errmsg(ctx));
-        drop(x);
+        rt_test_tensor_free(x);
     }
     rt_ctx_free(ctx);
 }
@@ -127,7 +102,7 @@ TEST(l2_normalize_below_eps) {
     /* a row with norm < eps is divided by eps (constant): gradient gy / eps */
     rt_ctx *ctx = rt_ctx_new();
     char rep[512];
-    rt_tensor *x = persist(2, (int64_t[]){3, 4}, 5);
+    rt_tensor *x = rt_test_tensor(2, (int64_t[]){3, 4}, 5, 1);
     for (int k = 0; k < 4; k++) x->data[4 + k] *= 1e-3f; /* row 1: norm ~ 2e-3 */
     rcase c = {OP_L2, 1, 0, 0.05f};
     CHECKF(rt_gradcheck(ctx, f_reduce, &c, 1, &x, NULL, rep) == 0, "%s / %s", rep, rt_errmsg(ctx));
@@ -137,7 +112,7 @@ TEST(l2_normalize_below_eps) {
     double n0 = 0;
     for (int k = 0; k < 4; k++) n0 += y->data[k] * (double)y->data[k];
     CHECK_CLOSE(n0, 1.0, 1e-6);
-    drop(x);
+    rt_test_tensor_free(x);
     rt_ctx_free(ctx);
 }
 
@@ -180,7 +155,7 @@ TEST(softmax_closed_forms) {
     rt_ctx *ctx = rt_ctx_new();
     int64_t B = 4, K = 7;
     float *xv = malloc(B * K * sizeof(float));
-    fill(xv, B * K, 3);
+    rt_test_fill_normal(xv, B * K, 3);
     rt_tensor *x = rt_wrap(ctx, xv, 2, (int64_t[]){B, K});
     rt_tensor *p = rt_softmax(ctx, x, -1, 1), *lp = rt_log_softmax(ctx, x, 1, 1);
     rt_tensor *pT = rt_softmax(ctx, x, 1, 4), *pT2 = rt_softmax(ctx, rt_mul_scalar(ctx, x, 0.25f), 1, 1);
@@ -247,8 +222,8 @@ TEST(kernels_fast_vs_ref) {
         float *g = malloc(n * 4), *gr = malloc(n * 4), *r = malloc(m * 4), *rr = malloc(m * 4);
         float *nrm = malloc(m * 4), *nrmr = malloc(m * 4);
         int64_t *idx = malloc(m * 8), *idxr = malloc(m * 8);
-        fill(x, n, 10 + c);
-        fill(gy, n, 20 + c);
+        rt_test_fill_normal(x, n, 10 + c);
+        rt_test_fill_normal(gy, n, 20 + c);
         rt_reduce_sum_forward(O, D, I, 1.0 / D, r, x);
         rt_reduce_sum_forward_ref(O, D, I, 1.0 / D, rr, x);
         CHECKF(rt_test_maxrel(r, rr, m) < 1e-6, "sum case %zu: %g", c, rt_test_maxrel(r, rr, m));
@@ -286,7 +261,7 @@ TEST(kernels_fast_vs_ref) {
 TEST(sum_all_and_threads) {
     int64_t n = 3000017;
     float *x = malloc(n * 4);
-    fill(x, n, 9);
+    rt_test_fill_normal(x, n, 9);
     double s = 0;
     for (int64_t i = 0; i < n; i++) s += x[i];
     int prev = rt_threads();
@@ -322,7 +297,7 @@ TEST(expf_nonpos_accuracy) {
 TEST(scalar_loss_backward) {
     /* L = mean(x * x) is a 0-dim tensor rt_backward accepts: dL/dx = 2 x / n */
     rt_ctx *ctx = rt_ctx_new();
-    rt_tensor *x = persist(2, (int64_t[]){3, 5}, 4);
+    rt_tensor *x = rt_test_tensor(2, (int64_t[]){3, 5}, 4, 1);
     rt_tensor *L = rt_mean_all(ctx, rt_mul(ctx, x, x));
     CHECK(L && L->ndim == 0 && rt_backward(ctx, L) == 0);
     double want = 0;
@@ -331,6 +306,6 @@ TEST(scalar_loss_backward) {
         CHECK_CLOSE(x->grad[i], 2 * x->data[i] / 15.0, 1e-6);
     }
     CHECK_CLOSE(L->data[0], want, 1e-6);
-    drop(x);
+    rt_test_tensor_free(x);
     rt_ctx_free(ctx);
 }
