@@ -106,7 +106,7 @@ static rt_tensor *mbv2_forward(rt_module *m, rt_ctx *ctx, rt_tensor *x, rt_taps 
 rt_module *rt_nn_mobilenetv2(rt_ctx *ctx, rt_paramset *ps, int T, double width, int64_t last_channel,
                              const rt_model_opts *o, rt_model *model) {
     /* t, c, n, s: expansion, width, blocks, first stride (the CIFAR schedule) */
-    const int setting[7][4] = {{1, 16, 1, 1}, {T, 24, 2, 1}, {T, 32, 3, 2}, {T, 64, 4, 2},
+    const int setting[7][4] = {{1, 16, 1, 1}, {T, 24, 2, 1},  {T, 32, 3, 2}, {T, 64, 4, 2},
                                {T, 96, 3, 1}, {T, 160, 3, 2}, {T, 320, 1, 1}};
     if (T < 1 || !(width > 0) || (int64_t)(16 * width) < 1 || (int64_t)(32 * width) < 1 || last_channel < 1) {
         rt_fail(ctx, RT_EINVAL, "mobilenetv2: bad configuration T %d, width %g, last_channel %lld", T, width,
@@ -136,8 +136,8 @@ rt_module *rt_nn_mobilenetv2(rt_ctx *ctx, rt_paramset *ps, int T, double width, 
     rt_module *fc[1];
     fc[0] = rt_nn_linear(ctx, ps, "classifier.0", last_channel, o->num_classes, 1);
     kids[9] = v->classifier = rt_nn_sequential(ctx, "classifier", 1, fc);
-    static const char *const taps[] = {"stem",       "layer1.pre", "layer1", "layer2.pre", "layer2", "layer3.pre",
-                                       "layer3",     "layer4.pre", "layer4", "pool",       "logits"};
+    static const char *const taps[] = {"stem",   "layer1.pre", "layer1", "layer2.pre", "layer2", "layer3.pre",
+                                       "layer3", "layer4.pre", "layer4", "pool",       "logits"};
     model->ntaps = (int)(sizeof taps / sizeof taps[0]);
     for (int i = 0; i < model->ntaps; i++) model->tap_names[i] = taps[i];
     return rt_nn_adopt(ctx, &v->m, 10, kids);

@@ -20,8 +20,8 @@ static rt_tensor *channel_shuffle(rt_ctx *ctx, rt_tensor *x, int64_t g) {
     return rt_reshape(ctx, x, 4, (int64_t[]){n, c, h, w}); /* copies the strided view */
 }
 
-/* 1x1 conv-BN-ReLU stem of both versions (conv1, bn1) */
-static rt_tensor *stem_forward(rt_ctx *ctx, rt_module *conv, rt_module *bn, rt_tensor *x) {
+/* relu(bn(conv(x))) over two child modules */
+static rt_tensor *conv_bn_relu(rt_ctx *ctx, rt_module *conv, rt_module *bn, rt_tensor *x) {
     return rt_relu(ctx, rt_module_forward(bn, ctx, rt_module_forward(conv, ctx, x, NULL), NULL));
 }
 
@@ -34,8 +34,8 @@ static int check_input(rt_ctx *ctx, const char *what, const rt_tensor *x, int64_
 
 static const char *const stage_name[3] = {"layer1", "layer2", "layer3"};
 static const char *const stage_pre[3] = {"layer1.pre", "layer2.pre", "layer3.pre"};
-static const char *const taps_v1v2[] = {"stem",   "layer1.pre", "layer1", "layer2.pre", "layer2",
-                                        "layer3.pre", "layer3", "pool",   "logits"};
+static const char *const taps_v1v2[] = {"stem",       "layer1.pre", "layer1", "layer2.pre", "layer2",
+                                        "layer3.pre", "layer3",     "pool",   "logits"};
 
 static void set_taps(rt_model *model) {
     model->ntaps = (int)(sizeof taps_v1v2 / sizeof taps_v1v2[0]);
@@ -76,7 +76,7 @@ typedef struct {
  * the last block of each stage). */
 static rt_tensor *v1_block_forward(rt_module *m, rt_ctx *ctx, rt_tensor *x, rt_taps *taps) {
     v1_block *b = (v1_block *)m;
-    rt_tensor *out = stem_forward(ctx, b->conv1, b->bn1, x);
+    rt_tensor *out = conv_bn_relu(ctx, b->conv1, b->bn1, x);
     out = channel_shuffle(ctx, out, b->g);
     out = rt_relu(ctx, rt_module_forward(b->bn2, ctx, rt_module_forward(b->conv2, ctx, out, NULL), NULL));
     out = rt_module_forward(b->bn3, ctx, rt_module_forward(b->conv3, ctx, out, NULL), NULL);
@@ -91,23 +91,25 @@ static rt_tensor *v1_block_forward(rt_module *m, rt_ctx *ctx, rt_tensor *x, rt_t
     return rt_relu(ctx, pre);
 }
 
-static rt_module *v1_block_new(rt_ctx *ctx, rt_paramset *ps, const char *prefix, int64_t in, int64_t out,
-                               int stride, int groups) {
+static rt_module *v1_block_new(rt_ctx *ctx, rt_paramset *ps, const char *prefix, int64_t in, int64_t out, int stride,
+                               int groups) {
     int64_t mid = out / 4;
     /* RepDistiller: g = 1 if in_planes == 24 else groups (the first block sees the 24-channel stem) */
     int g = in == 24 ? 1 : groups;
     if (mid < 1 || in % g || mid % g || mid % groups || out % groups) {
-        rt_fail(ctx, RT_EINVAL, "shufflenet_v1: block %s (%lld -> %lld channels, bottleneck %lld) does not divide "
-                "into groups %d", prefix, (long long)in, (long long)out, (long long)mid, groups);
+        rt_fail(ctx, RT_EINVAL,
+                "shufflenet_v1: block %s (%lld -> %lld channels, bottleneck %lld) does not divide "
+                "into groups %d",
+                prefix, (long long)in, (long long)out, (long long)mid, groups);
         return NULL;
     }
     v1_block *b = rt_nn_module_alloc(ctx, sizeof *b, "ShuffleV1Bottleneck", prefix, v1_block_forward);
     if (!b) return NULL;
     b->stride = stride;
     b->g = g;
-    const layer_spec spec[6] = {{"conv1", in, mid, 1, 1, g},         {"bn1", mid, 0, 0, 0, 0},
-                                {"conv2", mid, mid, 3, stride, (int)mid}, {"bn2", mid, 0, 0, 0, 0},
-                                {"conv3", mid, out, 1, 1, groups},   {"bn3", out, 0, 0, 0, 0}};
+    const layer_spec spec[6] = {
+        {"conv1", in, mid, 1, 1, g}, {"bn1", mid, 0, 0, 0, 0},          {"conv2", mid, mid, 3, stride, (int)mid},
+        {"bn2", mid, 0, 0, 0, 0},    {"conv3", mid, out, 1, 1, groups}, {"bn3", out, 0, 0, 0, 0}};
     rt_module *kids[6];
     declare(ctx, ps, prefix, 6, spec, kids);
     b->conv1 = kids[0], b->bn1 = kids[1], b->conv2 = kids[2], b->bn2 = kids[3], b->conv3 = kids[4], b->bn3 = kids[5];
@@ -124,7 +126,7 @@ typedef struct {
 static rt_tensor *shufflenet_forward(rt_module *m, rt_ctx *ctx, rt_tensor *x, rt_taps *taps) {
     shufflenet *s = (shufflenet *)m;
     if (!check_input(ctx, s->what, x, s->in_channels)) return NULL;
-    x = stem_forward(ctx, s->conv1, s->bn1, x);
+    x = conv_bn_relu(ctx, s->conv1, s->bn1, x);
     rt_taps_put(taps, "stem", x);
     /* the blocks are run one by one so only the last of a stage builds its preact tap (for V2 that
      * is an extra concat), and only when taps are wanted */
@@ -136,7 +138,7 @@ static rt_tensor *shufflenet_forward(rt_module *m, rt_ctx *ctx, rt_tensor *x, rt
         rt_taps_put(taps, stage_pre[k], rt_taps_get(&last, "pre"));
         rt_taps_put(taps, stage_name[k], x);
     }
-    if (s->last_conv) x = stem_forward(ctx, s->last_conv, s->last_bn, x);
+    if (s->last_conv) x = conv_bn_relu(ctx, s->last_conv, s->last_bn, x);
     /* RepDistiller pools with avg_pool2d(4), the whole map for 32x32 inputs (4x4 after the three
      * stages). Adaptive pooling to 1x1 is the same there and also serves 28x28 (Fashion-MNIST). */
     x = rt_flatten(ctx, rt_adaptive_avgpool2d(ctx, x, 1, 1), 1);
@@ -200,7 +202,7 @@ static rt_tensor *v2_basic_forward(rt_module *m, rt_ctx *ctx, rt_tensor *x, rt_t
     v2_basic *b = (v2_basic *)m;
     int64_t c = x->shape[1] / 2; /* int(C * 0.5) */
     rt_tensor *x1 = rt_slice(ctx, x, 1, 0, c), *x2 = rt_slice(ctx, x, 1, c, x->shape[1]);
-    rt_tensor *out = stem_forward(ctx, b->conv1, b->bn1, x2);
+    rt_tensor *out = conv_bn_relu(ctx, b->conv1, b->bn1, x2);
     out = rt_module_forward(b->bn2, ctx, rt_module_forward(b->conv2, ctx, out, NULL), NULL);
     rt_tensor *pre = rt_module_forward(b->bn3, ctx, rt_module_forward(b->conv3, ctx, out, NULL), NULL);
     if (taps) rt_taps_put(taps, "pre", rt_concat(ctx, 2, (rt_tensor *[]){x1, pre}, 1));
@@ -217,9 +219,8 @@ static rt_module *v2_basic_new(rt_ctx *ctx, rt_paramset *ps, const char *prefix,
     v2_basic *b = rt_nn_module_alloc(ctx, sizeof *b, "ShuffleV2Block", prefix, v2_basic_forward);
     if (!b) return NULL;
     int64_t c = channels / 2;
-    const layer_spec spec[6] = {{"conv1", c, c, 1, 1, 1},      {"bn1", c, 0, 0, 0, 0},
-                                {"conv2", c, c, 3, 1, (int)c}, {"bn2", c, 0, 0, 0, 0},
-                                {"conv3", c, c, 1, 1, 1},      {"bn3", c, 0, 0, 0, 0}};
+    const layer_spec spec[6] = {{"conv1", c, c, 1, 1, 1}, {"bn1", c, 0, 0, 0, 0},   {"conv2", c, c, 3, 1, (int)c},
+                                {"bn2", c, 0, 0, 0, 0},   {"conv3", c, c, 1, 1, 1}, {"bn3", c, 0, 0, 0, 0}};
     rt_module *kids[6];
     declare(ctx, ps, prefix, 6, spec, kids);
     b->conv1 = kids[0], b->bn1 = kids[1], b->conv2 = kids[2], b->bn2 = kids[3], b->conv3 = kids[4], b->bn3 = kids[5];
@@ -251,11 +252,11 @@ static rt_module *v2_down_new(rt_ctx *ctx, rt_paramset *ps, const char *prefix, 
     }
     v2_down *b = rt_nn_module_alloc(ctx, sizeof *b, "ShuffleV2DownBlock", prefix, v2_down_forward);
     if (!b) return NULL;
-    const layer_spec spec[10] = {{"conv1", in, in, 3, 2, (int)in},     {"bn1", in, 0, 0, 0, 0},
-                                 {"conv2", in, mid, 1, 1, 1},          {"bn2", mid, 0, 0, 0, 0},
-                                 {"conv3", in, mid, 1, 1, 1},          {"bn3", mid, 0, 0, 0, 0},
-                                 {"conv4", mid, mid, 3, 2, (int)mid},  {"bn4", mid, 0, 0, 0, 0},
-                                 {"conv5", mid, mid, 1, 1, 1},         {"bn5", mid, 0, 0, 0, 0}};
+    const layer_spec spec[10] = {{"conv1", in, in, 3, 2, (int)in},    {"bn1", in, 0, 0, 0, 0},
+                                 {"conv2", in, mid, 1, 1, 1},         {"bn2", mid, 0, 0, 0, 0},
+                                 {"conv3", in, mid, 1, 1, 1},         {"bn3", mid, 0, 0, 0, 0},
+                                 {"conv4", mid, mid, 3, 2, (int)mid}, {"bn4", mid, 0, 0, 0, 0},
+                                 {"conv5", mid, mid, 1, 1, 1},        {"bn5", mid, 0, 0, 0, 0}};
     declare(ctx, ps, prefix, 10, spec, b->l);
     rt_module *kids[10];
     memcpy(kids, b->l, sizeof kids);

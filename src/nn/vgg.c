@@ -67,8 +67,7 @@ static int64_t last_width(const int64_t *widths) {
     return w;
 }
 
-rt_module *rt_nn_vgg(rt_ctx *ctx, rt_paramset *ps, const int64_t cfg[5][4], const rt_model_opts *o,
-                     rt_model *model) {
+rt_module *rt_nn_vgg(rt_ctx *ctx, rt_paramset *ps, const int64_t cfg[5][4], const rt_model_opts *o, rt_model *model) {
     for (int b = 0; b < 5; b++)
         if (last_width(cfg[b]) <= 0) {
             rt_fail(ctx, RT_EINVAL, "vgg: block%d has no convolutions", b);
@@ -85,8 +84,8 @@ rt_module *rt_nn_vgg(rt_ctx *ctx, rt_paramset *ps, const int64_t cfg[5][4], cons
     }
     /* RepDistiller's Linear(512, num_classes): 512 is the last block's width in every config */
     kids[5] = v->classifier = rt_nn_linear(ctx, ps, "classifier", in, o->num_classes, 1);
-    static const char *const taps[] = {"stem",       "layer1.pre", "layer1", "layer2.pre", "layer2", "layer3.pre",
-                                       "layer3",     "layer4.pre", "layer4", "pool",       "logits"};
+    static const char *const taps[] = {"stem",   "layer1.pre", "layer1", "layer2.pre", "layer2", "layer3.pre",
+                                       "layer3", "layer4.pre", "layer4", "pool",       "logits"};
     model->ntaps = (int)(sizeof taps / sizeof taps[0]);
     for (int i = 0; i < model->ntaps; i++) model->tap_names[i] = taps[i];
     return rt_nn_adopt(ctx, &v->m, 6, kids);

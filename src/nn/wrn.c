@@ -32,8 +32,7 @@ static rt_tensor *wrn_block_forward(rt_module *m, rt_ctx *ctx, rt_tensor *x, rt_
     return rt_add(ctx, shortcut, out);
 }
 
-static rt_module *wrn_block_new(rt_ctx *ctx, rt_paramset *ps, const char *prefix, int64_t in, int64_t out,
-                                int stride) {
+static rt_module *wrn_block_new(rt_ctx *ctx, rt_paramset *ps, const char *prefix, int64_t in, int64_t out, int stride) {
     if (in == out && stride != 1) {
         rt_fail(ctx, RT_EINVAL, "wrn: block %s keeps %lld channels with stride %d (no shortcut can match it)", prefix,
                 (long long)in, stride);
@@ -127,8 +126,8 @@ rt_module *rt_nn_wrn(rt_ctx *ctx, rt_paramset *ps, int depth, const int64_t chan
     }
     kids[4] = w->bn1 = rt_nn_batchnorm2d(ctx, ps, "bn1", channels[3]);
     kids[5] = w->fc = rt_nn_linear(ctx, ps, "fc", channels[3], o->num_classes, 1);
-    static const char *const taps[] = {"stem",   "layer1.pre", "layer1", "layer2.pre", "layer2",
-                                       "layer3.pre", "layer3", "pool",   "logits"};
+    static const char *const taps[] = {"stem",       "layer1.pre", "layer1", "layer2.pre", "layer2",
+                                       "layer3.pre", "layer3",     "pool",   "logits"};
     model->ntaps = (int)(sizeof taps / sizeof taps[0]);
     for (int i = 0; i < model->ntaps; i++) model->tap_names[i] = taps[i];
     return rt_nn_adopt(ctx, &w->m, 6, kids);
