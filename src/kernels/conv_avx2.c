@@ -27,13 +27,15 @@ static inline float hsum8(__m256 v) {
 
 #include "kernels/conv_simd.h"
 
-// src (rows, 2n) with row stride ss -> dst (rows, n) with row stride ds: the even columns
+// src (rows, 2n-1 readable on the last row) with row stride ss -> dst (rows, n), row stride ds: even columns
 void rt_convd_gather2_avx2(float *dst, int64_t ds, const float *src, int64_t ss, int64_t rows, int64_t n) {
     for (int64_t i = 0; i < rows; i++) {
         float *d = dst + i * ds;
         const float *s = src + i * ss;
-        int64_t j = 0;
-        for (; j + 8 <= n; j += 8) {
+        /* a vector reads 2*8 floats; on the last row the final odd column may lie past the
+         * source's end, so the last full vector there is left to the scalar tail */
+        int64_t j = 0, lim = i == rows - 1 ? n - 1 : n;
+        for (; j + 8 <= lim; j += 8) {
             /* [a0 a2 b0 b2 | a4 a6 b4 b6] -> [a0 a2 a4 a6 b0 b2 b4 b6] */
             __m256 e = _mm256_shuffle_ps(_mm256_loadu_ps(s + 2 * j), _mm256_loadu_ps(s + 2 * j + 8), 0x88);
             _mm256_storeu_ps(d + j, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e), 0xd8)));

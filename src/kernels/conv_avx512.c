@@ -20,14 +20,16 @@ typedef __m512 vf;
 
 #include "kernels/conv_simd.h"
 
-// src (rows, 2n) with row stride ss -> dst (rows, n) with row stride ds: the even columns
+// src (rows, 2n-1 readable on the last row) with row stride ss -> dst (rows, n), row stride ds: even columns
 void rt_convd_gather2_avx512(float *dst, int64_t ds, const float *src, int64_t ss, int64_t rows, int64_t n) {
     const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     for (int64_t i = 0; i < rows; i++) {
         float *d = dst + i * ds;
         const float *s = src + i * ss;
-        int64_t j = 0;
-        for (; j + 16 <= n; j += 16)
+        /* a vector reads 2*16 floats; on the last row the final odd column may lie past the
+         * source's end, so the last full vector there is left to the scalar tail */
+        int64_t j = 0, lim = i == rows - 1 ? n - 1 : n;
+        for (; j + 16 <= lim; j += 16)
             _mm512_storeu_ps(d + j,
                              _mm512_permutex2var_ps(_mm512_loadu_ps(s + 2 * j), even, _mm512_loadu_ps(s + 2 * j + 16)));
         for (; j < n; j++) d[j] = s[2 * j];
