@@ -71,9 +71,13 @@ TEST(adaptive_z_tracks_path_losses) {
     rt_ctx *ctx = rt_ctx_new();
     CHECKF(make_teacher(ctx) == 0, "%s", rt_errmsg(ctx));
     char dir[128];
-    char *ex[] = {"distill.strategy=adaptive", "distill.paths=[st, l2]", "distill.weights=[1, 0.001]"};
+    char *ex[] = {"distill.strategy=adaptive", "distill.paths=[st, l2]", "distill.weights=[1, 0.001]",
+                  "distill.scratch_baseline=true"};
     rt_distill_summary s;
-    CHECKF(distill(ctx, "adaptive_z", 3, ex, &s, dir) == 0, "%s", rt_errmsg(ctx));
+    CHECKF(distill(ctx, "adaptive_z", 4, ex, &s, dir) == 0, "%s", rt_errmsg(ctx));
+    /* the from-scratch baseline ran with the same protocol and was evaluated */
+    CHECKF(s.scratch_acc > 0.05 && s.scratch_acc <= 1, "scratch accuracy %g", s.scratch_acc);
+    CHECK(count_lines(dir, "scratch/metrics.jsonl", "\"test_acc\"") == 2);
     /* the last paths.jsonl record: the tiny-weighted l2 path must have gained weight (v > 1) */
     char p[256], line[8192], last[8192] = "";
     snprintf(p, sizeof p, "%s/paths.jsonl", dir);

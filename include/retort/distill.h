@@ -18,6 +18,7 @@ typedef struct rt_distill_cfg {
     double alpha;
     int layerwise;                 /* feature losses: one path per tap instead of one summed path */
     int64_t log_every, cos_every;
+    int scratch_baseline;          /* also train the student alone with the same protocol (out_dir/scratch) */
     int z_weight_decay;
     char mgda_normalise[RT_CFG_STR_MAX]; /* none | l2 | loss | loss_l2 */
     double T, dkd_alpha, dkd_beta;
@@ -37,6 +38,7 @@ extern const int rt_distill_schema_len;
 typedef struct rt_distill_summary {
     double teacher_acc, student_acc, agree_err, ms_per_step;
     double val_acc; /* on the held-out split (data.val > 0), else -1 */
+    double scratch_acc; /* the student trained alone (distill.scratch_baseline), else -1 */
 } rt_distill_summary;
 int rt_distill_run(rt_ctx *ctx, const rt_distill_cfg *cfg, int resume, rt_distill_summary *summary);
 

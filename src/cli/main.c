@@ -130,6 +130,9 @@ static int cmd_distill(int argc, char **argv) {
     printf("teacher %.2f%% | student %s %.2f%% (top-1 error %.2f%%), agreement error %.2f%% | %.1f ms/step\n",
            100 * s.teacher_acc, cfg->train.arch, 100 * s.student_acc, 100 * (1 - s.student_acc), 100 * s.agree_err,
            s.ms_per_step);
+    if (s.scratch_acc >= 0)
+        printf("the same student trained alone: %.2f%%; distillation gained %+.2f points\n", 100 * s.scratch_acc,
+               100 * (s.student_acc - s.scratch_acc));
     printf("run directory: %s\n", cfg->train.out_dir);
     free(cfg);
     rt_ctx_free(ctx);

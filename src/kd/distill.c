@@ -29,6 +29,7 @@ const rt_cfg_field rt_distill_schema[] = {
     D("distill.layerwise", RT_CFG_BOOL, layerwise, "false", "one path per feature tap")
     D("distill.log_every", RT_CFG_INT, log_every, "50", "steps between paths.jsonl records")
     D("distill.cos_every", RT_CFG_INT, cos_every, "0", "steps between gradient-cosine records (0 = never; K backward passes)")
+    D("distill.scratch_baseline", RT_CFG_BOOL, scratch_baseline, "false", "also train the student from scratch (same data, schedule, seed) for comparison")
     D("distill.z_weight_decay", RT_CFG_BOOL, z_weight_decay, "false", "weight decay on the adaptive z")
     D("distill.mgda_normalise", RT_CFG_STR, mgda_normalise, "none", "none | l2 | loss | loss_l2")
     D("search.values", RT_CFG_FLOATLIST, search_values, "[0.1, 1, 10, 100, 1000]", "retort search: candidate path weights")
@@ -544,7 +545,26 @@ int rt_distill_run(rt_ctx *ctx, const rt_distill_cfg *cfg, int resume, rt_distil
         fprintf(f, "}}\n");
         fflush(f);
     }
+    double scratch_acc = -1;
+    if (!rc && cfg->scratch_baseline) {
+        /* the same student, data, optimiser, schedule and seed, trained with CE alone */
+        rt_train_cfg sc = *tc;
+        char dir[RT_CFG_STR_MAX + 16];
+        snprintf(dir, sizeof dir, "%s/scratch", tc->out_dir);
+        if (strlen(dir) >= sizeof sc.out_dir) rc = rt_fail(ctx, RT_EINVAL, "distill: out_dir too long");
+        else memcpy(sc.out_dir, dir, strlen(dir) + 1);
+        fprintf(stderr, "from-scratch baseline: %s alone, same protocol, in %s\n", tc->arch, sc.out_dir);
+        if (!rc) rc = rt_train_run(ctx, &sc, 0);
+        rt_model *m = NULL;
+        float smean[16], sstd[16]; /* the baseline normalises with its own training statistics */
+        char ck[RT_CFG_STR_MAX + 48];
+        snprintf(ck, sizeof ck, "%s/checkpoint.safetensors", sc.out_dir);
+        if (!rc) rc = rt_model_load(ctx, ck, &m, smean, sstd, NULL);
+        if (!rc) rc = rt_evaluate(ctx, m, data.test, smean, sstd, tc->eval_batch, &scratch_acc, NULL, NULL);
+        rt_model_free(m);
+    }
     if (summary) {
+        summary->scratch_acc = scratch_acc;
         summary->teacher_acc = teacher_acc;
         summary->student_acc = student_acc;
         summary->agree_err = agree_err;
