@@ -14,15 +14,15 @@ SEEDS=${*:-1 2 3}
 COMMON="data.subset=20000 epochs=3 threads=2"
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 start=$(date +%s)
+mkdir -p runs/table2
 for seed in $SEEDS; do
     out=runs/table2/scratch-s$seed
     [ -f $out/metrics.jsonl ] && [ $(wc -l < $out/metrics.jsonl) -eq 3 ] || \
         $RETORT train configs/fmnist-resnet8.yaml $COMMON seed=$seed out_dir=$out 2> $out.log
     for row in single-at single-st fixed equal multiobjective adaptive; do
         out=runs/table2/$row-s$seed
-        mkdir -p runs/table2
         [ -f $out/metrics.jsonl ] && [ $(wc -l < $out/metrics.jsonl) -eq 3 ] && continue
-        $RETORT distill configs/distill/$row.yaml $COMMON seed=$seed out_dir=$out 2> $out.log | head -1
+        $RETORT distill configs/distill/$row.yaml $COMMON seed=$seed out_dir=$out 2> $out.log | grep '^teacher' 
     done
 done
 echo "all runs: $(( $(date +%s) - start )) s"

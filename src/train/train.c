@@ -426,9 +426,11 @@ int rt_train_run(rt_ctx *ctx, const rt_train_cfg *cfg, int resume) {
         if (test_acc > best_acc) best_acc = test_acc;
         double secs = rt_now() - t0;
         char summary[256];
-        snprintf(summary, sizeof summary, "loss %.4f train acc %.2f%% test acc %.2f%%%s lr %.4g %.1f s (%.0f img/s)",
-                 seen ? loss_sum / seen : 0, seen ? 100.0 * correct / seen : 0, 100 * test_acc,
-                 val_acc >= 0 ? "" : "", lr, secs, seen / train_time);
+        char val_s[48] = "";
+        if (val_acc >= 0) snprintf(val_s, sizeof val_s, " val acc %.2f%%", 100 * val_acc);
+        snprintf(summary, sizeof summary, "loss %.4f train acc %.2f%%%s test acc %.2f%% lr %.4g %.1f s (%.0f img/s)",
+                 seen ? loss_sum / seen : 0, seen ? 100.0 * correct / seen : 0, val_s, 100 * test_acc, lr, secs,
+                 seen / train_time);
         rt_progress_end(&pg, summary);
         if ((rc = rt_train_save_checkpoint(ctx, cfg, m, opt, &d, epoch, best_acc))) break;
         rt_jsonl_write(&log, "epoch", 'i', (int64_t)(epoch + 1), "train_loss", 'f', seen ? loss_sum / seen : 0.0,
