@@ -408,13 +408,7 @@ int rt_distill_run(rt_ctx *ctx, const rt_distill_cfg *cfg, int resume, rt_distil
         if (!d.G) rc = rt_fail(ctx, RT_ENOMEM, "distill: no memory for %d per-path gradients", d.K);
     }
     if (!rc) {
-        snprintf(path, sizeof path, "%s/config.yaml", tc->out_dir);
-        FILE *f = fopen(path, "w");
-        if (!f) rc = rt_fail(ctx, RT_EIO, "cannot write %s: %s", path, strerror(errno));
-        else {
-            rt_config_write(rt_distill_schema, rt_distill_schema_len, cfg, f);
-            fclose(f);
-        }
+        rc = rt_train_write_config(ctx, tc->out_dir, rt_distill_schema, rt_distill_schema_len, cfg);
         snprintf(path, sizeof path, "%s/metrics.jsonl", tc->out_dir);
         remove(path);
         if (!rc && rt_jsonl_open(&log, path)) rc = rt_fail(ctx, RT_EIO, "cannot write %s", path);

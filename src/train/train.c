@@ -278,6 +278,16 @@ int rt_train_restore_state(rt_ctx *ctx, const rt_train_cfg *cfg, rt_model *m, rt
 
 /* ---- the run ---- */
 
+int rt_train_write_config(rt_ctx *ctx, const char *dir, const rt_cfg_field *schema, int n, const void *cfg) {
+    char path[RT_CFG_STR_MAX + 16];
+    snprintf(path, sizeof path, "%s/config.yaml", dir);
+    FILE *f = fopen(path, "w");
+    if (!f) return rt_fail(ctx, RT_EIO, "cannot write %s: %s", path, strerror(errno));
+    int rc = rt_config_write(schema, n, cfg, f);
+    if (fclose(f) || rc) return rt_fail(ctx, RT_EIO, "cannot write %s: %s", path, strerror(errno));
+    return RT_OK;
+}
+
 int rt_train_make_dir(rt_ctx *ctx, const char *path) {
     char tmp[RT_CFG_STR_MAX];
     snprintf(tmp, sizeof tmp, "%s", path);
@@ -356,13 +366,7 @@ int rt_train_run(rt_ctx *ctx, const rt_train_cfg *cfg, int resume) {
         if (!rc) fprintf(stderr, "resuming %s after epoch %lld\n", cfg->out_dir, (long long)done);
     }
     if (!rc) {
-        snprintf(path, sizeof path, "%s/config.yaml", cfg->out_dir);
-        FILE *f = fopen(path, "w");
-        if (!f) rc = rt_fail(ctx, RT_EIO, "cannot write %s: %s", path, strerror(errno));
-        else {
-            rt_config_write(rt_train_schema, rt_train_schema_len, cfg, f);
-            fclose(f);
-        }
+        rc = rt_train_write_config(ctx, cfg->out_dir, rt_train_schema, rt_train_schema_len, cfg);
         snprintf(path, sizeof path, "%s/metrics.jsonl", cfg->out_dir);
         if (!rc && !resume) remove(path);
         if (!rc && rt_jsonl_open(&log, path)) rc = rt_fail(ctx, RT_EIO, "cannot write %s: %s", path, strerror(errno));

@@ -5,6 +5,8 @@
 #include "retort/train.h"
 
 int rt_train_make_dir(rt_ctx *ctx, const char *path);
+/* dir/config.yaml: the resolved config, so a run directory says how it was made. */
+int rt_train_write_config(rt_ctx *ctx, const char *dir, const rt_cfg_field *schema, int n, const void *cfg);
 int rt_train_setup_optim(rt_ctx *ctx, const rt_train_cfg *cfg, rt_paramset *ps, rt_optim **out);
 int rt_train_setup_sched(rt_ctx *ctx, const rt_train_cfg *cfg, rt_sched *s);
 /* checkpoint.safetensors (the model, state_dict names, metadata) + train_state.safetensors */
