@@ -4,32 +4,13 @@
  * errors naming the layer. Run from the repository root (fixtures are read from tests/fixtures). */
 #include "retort/retort.h"
 #include "test.h"
+#include "test_util.h"
 
 static float *randn(int64_t n, uint64_t seed, float scale) {
     float *d = malloc((size_t)n * sizeof(float));
-    rt_rng r;
-    rt_rng_seed(&r, seed);
-    for (int64_t i = 0; i < n; i++) d[i] = scale * rt_rng_normal(&r);
+    rt_test_fill_normal(d, n, seed);
+    for (int64_t i = 0; i < n; i++) d[i] *= scale;
     return d;
-}
-
-/* A persistent input tensor with its own gradient buffer (for rt_gradcheck). */
-static rt_tensor *persist(int ndim, const int64_t *shape, uint64_t seed, int grad) {
-    rt_tensor *t = calloc(1, sizeof *t);
-    int64_t n = 1;
-    for (int i = 0; i < ndim; i++) n *= shape[i];
-    rt_tensor_init(t, randn(n, seed, 1.0f), ndim, shape);
-    if (grad) {
-        t->grad = calloc((size_t)n, sizeof(float));
-        t->requires_grad = 1;
-    }
-    return t;
-}
-
-static void persist_free(rt_tensor *t) {
-    free(t->data);
-    free(t->grad);
-    free(t);
 }
 
 /* Random values in every parameter (and BN buffers kept valid: var > 0), so checks do not run
@@ -122,7 +103,7 @@ TEST(params_bind_lookahead_matches_overwritten_model) {
     rt_model *a = rt_model_new(ctx, "resnet8", &o, 7), *b = rt_model_new(ctx, "resnet8", &o, 7);
     CHECKF(a && b, "%s", rt_errmsg(ctx));
     size_t n = a->params.n;
-    rt_tensor *x = persist(4, (int64_t[]){2, 3, 8, 8}, 3, 0);
+    rt_tensor *x = rt_test_tensor(4, (int64_t[]){2, 3, 8, 8}, 3, 0);
     int32_t y[2] = {0, 2};
     float *theta = malloc(n * sizeof(float)), *g = randn((int64_t)n, 11, 1.0f);
     float *shadow = malloc(n * sizeof(float)), *shadow_g = calloc(n, sizeof(float));
@@ -150,7 +131,7 @@ TEST(params_bind_lookahead_matches_overwritten_model) {
     CHECK(step(ctx, a, x, y, l3) == 0);
     CHECK(memcmp(l0, l3, sizeof l0) == 0);
     free(theta), free(g), free(shadow), free(shadow_g);
-    persist_free(x);
+    rt_test_tensor_free(x);
     rt_model_free(a);
     rt_model_free(b);
     rt_ctx_free(ctx);
@@ -172,13 +153,13 @@ static int check_module(rt_ctx *ctx, rt_module *m, rt_paramset *ps, int ndim, co
                         char *rep) {
     rt_tensor *in[64];
     int n = 0;
-    in[n++] = persist(ndim, xshape, 99, 1);
+    in[n++] = rt_test_tensor(ndim, xshape, 99, 1);
     for (int i = 0; i < ps->count && n < 64; i++)
         if (ps->items[i]->kind == RT_PARAM) in[n++] = &ps->items[i]->t;
     fwd_user u = {m};
     rt_gradcheck_opts o = {.max_points = max_points};
     int rc = rt_gradcheck(ctx, f_module, &u, n, in, &o, rep);
-    persist_free(in[0]);
+    rt_test_tensor_free(in[0]);
     return rc;
 }
 
@@ -307,7 +288,7 @@ TEST(gradcheck_resnet8_whole) {
     }
     rt_tensor *in[64];
     int n = 0;
-    in[n++] = persist(4, (int64_t[]){2, 3, 8, 8}, 5, 1);
+    in[n++] = rt_test_tensor(4, (int64_t[]){2, 3, 8, 8}, 5, 1);
     int prev = rt_set_grad_enabled(ctx, 0);
     for (int it = 0; it < 60; it++) { /* running stats -> the batch's (0.9^60 of the init left) */
         CHECKF(rt_model_forward(ctx, m, in[0], NULL), "%s", rt_errmsg(ctx));
@@ -330,7 +311,7 @@ TEST(gradcheck_resnet8_whole) {
     rt_gradcheck_opts go = {.eps = 0.1, .max_points = 6};
     char rep[512];
     CHECKF(rt_gradcheck(ctx, f_model, &u, n, in, &go, rep) == 0, "%s / %s", rep, rt_errmsg(ctx));
-    persist_free(in[0]);
+    rt_test_tensor_free(in[0]);
     rt_model_free(m);
     rt_ctx_free(ctx);
     rt_set_threads(threads);
@@ -343,7 +324,7 @@ TEST(gradcheck_mlp) {
     CHECKF(m, "%s", rt_errmsg(ctx));
     CHECK(m->params.count == 6 && strcmp(m->params.items[4]->name, "fc3.weight") == 0);
     CHECK(m->params.n == 6 * 5 + 5 + 5 * 5 + 5 + 5 * 3 + 3 && m->params.nbuf == 0);
-    rt_tensor *in[7] = {persist(2, (int64_t[]){4, 6}, 8, 1)};
+    rt_tensor *in[7] = {rt_test_tensor(2, (int64_t[]){4, 6}, 8, 1)};
     for (int i = 0; i < 6; i++) in[1 + i] = &m->params.items[i]->t;
     model_user u = {m};
     char rep[512];
@@ -356,7 +337,7 @@ TEST(gradcheck_mlp) {
     CHECK(taps.n == m->ntaps && rt_taps_get(&taps, "pool")->shape[1] == 5 && rt_taps_get(&taps, "logits") == y);
     CHECK(rt_model_forward(ctx, m, rt_wrap(ctx, in[0]->data, 2, (int64_t[]){3, 8}), NULL) == NULL);
     CHECKF(rt_status(ctx) == RT_ESHAPE && strstr(rt_errmsg(ctx), "(3,8)"), "%s", rt_errmsg(ctx));
-    persist_free(in[0]);
+    rt_test_tensor_free(in[0]);
     rt_model_free(m);
     rt_ctx_free(ctx);
 }
@@ -432,7 +413,7 @@ TEST(resnet_taps_shapes_and_semantics) {
         rt_model *m = rt_model_new(ctx, v[i].arch, &o, 2);
         CHECKF(m, "%s", rt_errmsg(ctx));
         int64_t s = v[i].size, s2 = (s + 1) / 2, s3 = (s2 + 1) / 2;
-        rt_tensor *x = persist(4, (int64_t[]){2, v[i].c, s, s}, 1, 0);
+        rt_tensor *x = rt_test_tensor(4, (int64_t[]){2, v[i].c, s, s}, 1, 0);
         rt_taps taps = {0};
         rt_tensor *logits = rt_model_forward(ctx, m, x, &taps);
         CHECKF(logits, "%s", rt_errmsg(ctx));
@@ -480,7 +461,7 @@ TEST(resnet_taps_shapes_and_semantics) {
             for (int64_t e = 0; e < s3 * s3; e++) sum += l3->data[c * s3 * s3 + e];
             CHECK_CLOSE(pool->data[c], sum / (s3 * s3), 1e-5);
         }
-        persist_free(x);
+        rt_test_tensor_free(x);
         rt_model_free(m);
         rt_ctx_free(ctx);
     }
@@ -500,7 +481,7 @@ TEST(batchnorm_train_eval_switch) {
     float *nbt = rt_params_find(&ps, "bn.num_batches_tracked")->t.data;
     CHECK(w[0] == 1 && w[1] == 1 && b[0] == 0 && rm[1] == 0 && rv[0] == 1 && rv[1] == 1 && nbt[0] == 0);
     w[1] = 2, b[1] = 0.5f;
-    rt_tensor *x = persist(4, (int64_t[]){3, 2, 2, 2}, 4, 0);
+    rt_tensor *x = rt_test_tensor(4, (int64_t[]){3, 2, 2, 2}, 4, 0);
     for (int64_t i = 0; i < rt_numel(x); i++) x->data[i] = 3 + 2 * x->data[i]; /* mean ~3, var ~4 */
     /* training: batch statistics, running stats move by momentum 0.1, the batch is counted */
     CHECK(bn->training == 1);
@@ -528,7 +509,7 @@ TEST(batchnorm_train_eval_switch) {
             int64_t i = n * 8 + 4 + e;
             CHECK_CLOSE(ye->data[i], 2 * (x->data[i] - rm1) / sqrt(rv1 + 1e-5) + 0.5, 1e-5);
         }
-    persist_free(x);
+    rt_test_tensor_free(x);
     rt_module_free(bn);
     rt_params_free(&ps);
     /* rt_model_train reaches every module */
@@ -603,7 +584,7 @@ TEST(errors_name_the_layer) {
     kids[2] = rt_nn_linear(ctx, &ps, "head.2", 5, 2, 1);
     rt_module *head = rt_nn_sequential(ctx, "head", 3, kids);
     CHECK(head && rt_params_finalize(ctx, &ps) == 0);
-    rt_tensor *x = persist(2, (int64_t[]){2, 4}, 1, 0);
+    rt_tensor *x = rt_test_tensor(2, (int64_t[]){2, 4}, 1, 0);
     CHECK(rt_module_forward(head, ctx, x, NULL) == NULL);
     CHECKF(rt_status(ctx) == RT_ESHAPE && strstr(rt_errmsg(ctx), "linear") && strstr(rt_errmsg(ctx), "(2,3)") &&
                strstr(rt_errmsg(ctx), "(layer 'head.2')"),
@@ -618,7 +599,7 @@ TEST(errors_name_the_layer) {
     rt_clear_error(ctx);
     /* a model given the wrong channel count */
     rt_model *m = rt_model_new(ctx, "resnet8", NULL, 1);
-    rt_tensor *x1 = persist(4, (int64_t[]){1, 1, 8, 8}, 1, 0);
+    rt_tensor *x1 = rt_test_tensor(4, (int64_t[]){1, 1, 8, 8}, 1, 0);
     CHECK(m && rt_model_forward(ctx, m, x1, NULL) == NULL);
     CHECKF(rt_status(ctx) == RT_ESHAPE && strstr(rt_errmsg(ctx), "(1,1,8,8)"), "%s", rt_errmsg(ctx));
     rt_clear_error(ctx);
@@ -630,8 +611,8 @@ TEST(errors_name_the_layer) {
     rt_clear_error(ctx);
     CHECK(rt_nn_conv2d(ctx, &ps2, "c", 3, 4, 3, 1, 1, 2, 0) == NULL && rt_status(ctx) == RT_EINVAL);
     rt_params_free(&ps2);
-    persist_free(x);
-    persist_free(x1);
+    rt_test_tensor_free(x);
+    rt_test_tensor_free(x1);
     rt_model_free(m);
     rt_module_free(head);
     rt_params_free(&ps);
