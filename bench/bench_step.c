@@ -26,12 +26,22 @@
  * bench/torch_step.py is the PyTorch twin (same steps, same FLOP count); bench/run compares them.
  * Built and run by `make bench`.
  *
+ * In the kd step the teacher runs through rt_model_forward_keep: only its logits and AT taps outlive
+ * its forward (copied out of the arena), so its activations do not stay in the arena under the
+ * student's forward and backward; --teacher-chunk N also feeds it N samples at a time (its own arena
+ * peak shrinks with N), --no-keep runs the ordinary forward instead (for comparison).
+ *
  *   bench_step [--mode all|kd|train|teacher[,...]] [--threads N] [--iters N] [--warmup N] [--batch N]
  *              [--step-only | --kernels-only | --gemm-only] [--no-gemm] [--gemm-size N] [--json]
+ *              [--no-keep] [--teacher-chunk N] [--profile [N]] [--profile-rows N]
  * --iters sets every timed count (default: train and teacher 10, kd 5, conv shapes 20); --warmup
- * every warm-up (default 3, kd 2). Environment: RETORT_BENCH_THREADS, RETORT_BENCH_ITERS (defaults
- * for --threads and --iters). --json prints one line; with a single step mode its keys are also at
- * the top level (as torch_step.py prints them). */
+ * every warm-up (default 3, kd 2). --profile runs N more steps per mode (default 3) after the timed
+ * ones with the profiler on (rt_profile_enable) and prints its tables: per op kind (forward,
+ * backward, other), per layer at depth 2 ("teacher.layer1"), and the --profile-rows (default 15)
+ * costliest layers; with --json, each step's object gets its "profile" (rt_profile_json).
+ * Environment: RETORT_BENCH_THREADS, RETORT_BENCH_ITERS (defaults for --threads and --iters). --json
+ * prints one line; with a single step mode its keys are also at the top level (as torch_step.py
+ * prints them). */
 #include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -68,11 +78,13 @@ static const char *const k_mode_titles[NMODES] = {"kd step", "train step", "teac
 #define TEACHER_DEPTH 56
 #define KD_T 4.0f
 #define KD_W_ST 1.0f
-#define KD_W_AT RT_KD_W_AT /* 1000, RepDistiller's beta */
+#define KD_W_AT RT_KD_W_AT      /* 1000, RepDistiller's beta */
+#define DEFAULT_TEACHER_CHUNK 0 /* --teacher-chunk: the whole batch at once */
 static const char *const k_at_taps[3] = {"layer1", "layer2", "layer3"};
 
 typedef struct {
     int threads, warmup, batch, classes, json, do_kernels, do_gemm, gemm_size, kiters, gemm_child;
+    int keep, teacher_chunk, profile, profile_rows;
     int iters[NMODES], warmups[NMODES];
     int modes[NMODES]; /* which step modes run */
 } bench_opts;
@@ -180,6 +192,7 @@ typedef struct {
     double gflop;                                           /* direct-conv work per step */
     double rss_mb;
     size_t highwater;
+    char *profile_text, *profile_json; /* --profile: the tables and the JSON (malloc'd) */
 } step_result;
 
 static rt_model *new_model(rt_ctx *ctx, const char *arch, int classes, uint64_t seed) {
@@ -234,23 +247,36 @@ static int calibrate_bn(rt_model *m, float *xbuf, const int64_t *shape) {
     return rc;
 }
 
-/* One step of the mode; returns its loss tensor (NULL for the teacher's inference, and on error). */
-static rt_tensor *one_step(rt_ctx *ctx, step_mode mode, rt_model *teacher, rt_model *student, rt_tensor *x,
-                           const int32_t *labels, step_result *res) {
-    if (mode == MODE_TEACHER) {
+/* The teacher's forward, grad off, in the layer scope "teacher" (so the profile and errors tell it
+ * from the student's layers of the same names). kept: through rt_model_forward_keep into keep. */
+static rt_tensor *teacher_forward(rt_ctx *ctx, rt_model *teacher, rt_tensor *x, rt_taps *tt, rt_keep_buf *keep) {
+    rt_tensor *lt;
+    rt_scope_push(ctx, "teacher");
+    if (keep)
+        lt = rt_model_forward_keep(ctx, teacher, x, k_at_taps, 3, tt, keep);
+    else {
         int prev = rt_set_grad_enabled(ctx, 0);
-        rt_model_forward(ctx, teacher, x, NULL);
+        lt = rt_model_forward(ctx, teacher, x, tt);
         rt_set_grad_enabled(ctx, prev);
+    }
+    rt_scope_pop(ctx);
+    return lt;
+}
+
+/* One step of the mode; returns its loss tensor (NULL for the teacher's inference, and on error).
+ * keep: the kd step's teacher goes through rt_model_forward_keep into it (NULL: ordinary forward). */
+static rt_tensor *one_step(rt_ctx *ctx, step_mode mode, rt_model *teacher, rt_model *student, rt_tensor *x,
+                           const int32_t *labels, rt_keep_buf *keep, step_result *res) {
+    if (mode == MODE_TEACHER) {
+        teacher_forward(ctx, teacher, x, NULL, NULL);
         return NULL;
     }
     rt_taps tt = {0}, ts = {0};
     rt_tensor *lt = NULL;
-    if (mode == MODE_KD) {
-        int prev = rt_set_grad_enabled(ctx, 0);
-        lt = rt_model_forward(ctx, teacher, x, &tt);
-        rt_set_grad_enabled(ctx, prev);
-    }
+    if (mode == MODE_KD) lt = teacher_forward(ctx, teacher, x, &tt, keep);
+    rt_scope_push(ctx, "student");
     rt_tensor *ls = rt_model_forward(ctx, student, x, mode == MODE_KD ? &ts : NULL);
+    rt_scope_pop(ctx);
     rt_tensor *loss = rt_cross_entropy(ctx, ls, labels, 0.0f, RT_MEAN);
     if (mode == MODE_KD) {
         rt_tensor *ce = loss, *st = rt_kd_soft_target(ctx, ls, lt, KD_T, RT_MEAN), *at = NULL;
@@ -274,6 +300,32 @@ static rt_tensor *one_step(rt_ctx *ctx, step_mode mode, rt_model *teacher, rt_mo
     return loss;
 }
 
+/* The timings, the arena's high-water mark and the peak RSS of the timed steps. */
+static void timed_result(rt_ctx *ctx, step_result *res, double *times, double total, int iters, int64_t B) {
+    res->ms_mean = 1e3 * total / iters;
+    res->ms_median = 1e3 * median(times, iters);
+    res->img_per_s = (double)B / (res->ms_median / 1e3); /* median: robust to a busy machine */
+    res->highwater = rt_arena_highwater(ctx);
+    res->rss_mb = peak_rss_mb();
+}
+
+/* The profile of the steps just run, as text tables and as JSON, into res (malloc'd strings). */
+static int profile_capture(rt_ctx *ctx, const bench_opts *o, step_result *res) {
+    size_t len;
+    FILE *f = open_memstream(&res->profile_text, &len);
+    if (!f) return 1;
+    int rc = rt_profile_print(ctx, f, o->profile_rows, 2);
+    if (!rc) fprintf(f, "  costliest layers:\n");
+    if (!rc) rc = rt_profile_print_layers(ctx, f, o->profile_rows, 0);
+    fclose(f);
+    if (rc || !(f = open_memstream(&res->profile_json, &len))) return 1;
+    rc = rt_profile_json(ctx, f);
+    fclose(f);
+    len = res->profile_json ? strlen(res->profile_json) : 0;
+    while (len && res->profile_json[len - 1] == '\n') res->profile_json[--len] = 0; /* one JSON line */
+    return rc != 0;
+}
+
 static int bench_step(const bench_opts *o, step_mode mode, step_result *res) {
     rt_ctx *ctx = rt_ctx_new();
     if (!ctx) return 1;
@@ -281,6 +333,8 @@ static int bench_step(const bench_opts *o, step_mode mode, step_result *res) {
     int iters = o->iters[mode], warmup = o->warmups[mode];
     rt_model *teacher = NULL, *student = NULL;
     rt_optim *opt = NULL;
+    rt_keep_buf keep = {.chunk = o->teacher_chunk};
+    const int use_keep = mode == MODE_KD && o->keep;
     float *xbuf = malloc((size_t)(B * 3 * 32 * 32) * sizeof(float));
     int32_t *labels = malloc((size_t)B * sizeof(int32_t));
     double *times = malloc((size_t)iters * sizeof(double));
@@ -318,11 +372,16 @@ static int bench_step(const bench_opts *o, step_mode mode, step_result *res) {
     peak_rss_reset(); /* the step's own peak from here (models and data already resident) */
 
     double total = 0;
-    for (int it = 0; it < warmup + iters; it++) {
+    for (int it = 0; it < warmup + iters + o->profile; it++) {
+        if (it == warmup + iters) { /* the timed steps are done: profiled ones follow */
+            timed_result(ctx, res, times, total, iters, B);
+            if (rt_profile_enable(ctx, 1)) goto done;
+            rt_profile_reset(ctx);
+        }
         double t0 = now_s();
         if (student) rt_params_zero_grad(&student->params);
         rt_tensor *x = rt_wrap(ctx, xbuf, 4, shape);
-        rt_tensor *loss = one_step(ctx, mode, teacher, student, x, labels, res);
+        rt_tensor *loss = one_step(ctx, mode, teacher, student, x, labels, use_keep ? &keep : NULL, res);
         if (check(ctx, k_mode_titles[mode])) goto done;
         if (student) {
             res->loss = loss->data[0];
@@ -331,16 +390,18 @@ static int bench_step(const bench_opts *o, step_mode mode, step_result *res) {
         }
         rt_step_reset(ctx);
         double t = now_s() - t0;
-        if (it >= warmup) times[it - warmup] = t, total += t;
+        if (it >= warmup && it < warmup + iters) times[it - warmup] = t, total += t;
     }
-    res->ms_mean = 1e3 * total / iters;
-    res->ms_median = 1e3 * median(times, iters);
-    res->img_per_s = (double)B / (res->ms_median / 1e3); /* median: robust to a busy machine */
-    res->highwater = rt_arena_highwater(ctx);
-    res->rss_mb = peak_rss_mb();
+    if (!o->profile)
+        timed_result(ctx, res, times, total, iters, B);
+    else {
+        rt_profile_enable(ctx, 0);
+        if (profile_capture(ctx, o, res)) goto done;
+    }
     res->ran = 1;
     rc = 0;
 done:
+    rt_keep_buf_free(&keep);
     rt_optim_free(opt);
     free(times);
     free(labels);
@@ -527,7 +588,8 @@ static int env_int(const char *name, int dflt) {
 
 static void usage(void) {
     fprintf(stderr, "usage: bench_step [--mode all|kd|train|teacher[,...]] [--threads N] [--iters N] [--warmup N] "
-                    "[--batch N] [--step-only | --kernels-only | --gemm-only] [--no-gemm] [--gemm-size N] [--json]\n");
+                    "[--batch N] [--step-only | --kernels-only | --gemm-only] [--no-gemm] [--gemm-size N] [--json]\n"
+                    "                  [--no-keep] [--teacher-chunk N] [--profile [N]] [--profile-rows N]\n");
 }
 
 /* "all" or a comma-separated list of mode names; 0 on success. */
@@ -548,7 +610,8 @@ static int parse_modes(const char *s, int *modes) {
     return 0;
 }
 
-static void json_step(step_mode m, const step_result *r, int iters) {
+/* One step's keys; with_profile: also its "profile" (kept out of the top-level copy of a single mode). */
+static void json_step(const bench_opts *o, step_mode m, const step_result *r, int iters, int with_profile) {
     printf("\"mode\": \"%s\", \"model\": \"%s\", \"teacher\": \"%s\", \"iters\": %d, \"ms_per_step\": %.3f, "
            "\"ms_median\": %.3f, \"img_per_s\": %.2f, \"conv_gflop\": %.4f, \"conv_gflops\": %.2f, "
            "\"arena_highwater_mb\": %.1f, \"peak_rss_mb\": %.1f",
@@ -557,6 +620,17 @@ static void json_step(step_mode m, const step_result *r, int iters) {
            (double)r->highwater / (1 << 20), r->rss_mb);
     if (m != MODE_TEACHER) printf(", \"loss\": %.4f", r->loss);
     if (m == MODE_KD) printf(", \"loss_ce\": %.4f, \"loss_st\": %.4f, \"loss_at\": %.6f", r->ce, r->st, r->at);
+    if (m == MODE_KD)
+        printf(", \"teacher_keep\": %s, \"teacher_chunk\": %d", o->keep ? "true" : "false", o->teacher_chunk);
+    if (with_profile && r->profile_json) printf(", \"profile\": %s", r->profile_json);
+}
+
+static void free_profiles(step_result *st) {
+    for (int m = 0; m < NMODES; m++) {
+        free(st[m].profile_text);
+        free(st[m].profile_json);
+        st[m].profile_text = st[m].profile_json = NULL;
+    }
 }
 
 int main(int argc, char **argv) {
@@ -569,6 +643,9 @@ int main(int argc, char **argv) {
                     .do_gemm = 1,
                     .gemm_size = 2048,
                     .gemm_child = 1,
+                    .keep = 1,
+                    .teacher_chunk = DEFAULT_TEACHER_CHUNK,
+                    .profile_rows = 15,
                     .iters = {5, 10, 10},
                     .warmups = {2, 3, 3},
                     .modes = {1, 1, 1}};
@@ -586,6 +663,14 @@ int main(int argc, char **argv) {
             o.do_gemm = 0;
         else if (!strcmp(a, "--gemm-only"))
             steps = 0, o.do_kernels = 0, o.do_gemm = 1, o.gemm_child = 0;
+        else if (!strcmp(a, "--no-keep"))
+            o.keep = 0;
+        else if (!strcmp(a, "--teacher-chunk") && has_val)
+            o.teacher_chunk = atoi(argv[++i]);
+        else if (!strcmp(a, "--profile"))
+            o.profile = has_val && argv[i + 1][0] >= '0' && argv[i + 1][0] <= '9' ? atoi(argv[++i]) : 3;
+        else if (!strcmp(a, "--profile-rows") && has_val)
+            o.profile_rows = atoi(argv[++i]);
         else if (!strcmp(a, "--gemm-size") && has_val)
             o.gemm_size = atoi(argv[++i]);
         else if (!strcmp(a, "--mode") && has_val) {
@@ -619,7 +704,7 @@ int main(int argc, char **argv) {
     else
         o.warmup = 3;
     if (!steps) memset(o.modes, 0, sizeof o.modes);
-    if (iters < 0 || o.batch < 1 || o.gemm_size < 1) {
+    if (iters < 0 || o.batch < 1 || o.gemm_size < 1 || o.teacher_chunk < 0 || o.profile < 0 || o.profile_rows < 0) {
         usage();
         return 2;
     }
@@ -640,12 +725,17 @@ int main(int argc, char **argv) {
         if (bench_step(&o, (step_mode)m, &st[m])) return 1;
         if (o.json) continue;
         const step_result *r = &st[m];
-        if (m == MODE_KD)
-            printf("kd step: teacher %s (eval, no grad) + student %s b%d (%d classes), CE + ST (T %g) + %g * AT "
+        if (m == MODE_KD) {
+            char how[64] = "ordinary forward";
+            if (o.keep && o.teacher_chunk > 0 && o.teacher_chunk < o.batch)
+                snprintf(how, sizeof how, "kept forward in chunks of %d", o.teacher_chunk);
+            else if (o.keep)
+                snprintf(how, sizeof how, "kept forward");
+            printf("kd step: teacher %s (eval, no grad, %s) + student %s b%d (%d classes), CE + ST (T %g) + %g * AT "
                    "(layer1..3), SGD momentum 0.9 wd 5e-4, %d iters after %d warm-up:\n",
-                   TEACHER_ARCH, STUDENT_ARCH, o.batch, o.classes, (double)KD_T, (double)KD_W_AT, o.iters[m],
+                   TEACHER_ARCH, how, STUDENT_ARCH, o.batch, o.classes, (double)KD_T, (double)KD_W_AT, o.iters[m],
                    o.warmups[m]);
-        else if (m == MODE_TRAIN)
+        } else if (m == MODE_TRAIN)
             printf("train step: %s b%d (%d classes, CE, SGD momentum 0.9 wd 5e-4), %d iters after %d warm-up:\n",
                    STUDENT_ARCH, o.batch, o.classes, o.iters[m], o.warmups[m]);
         else
@@ -658,6 +748,7 @@ int main(int argc, char **argv) {
         else if (m == MODE_TRAIN)
             printf("  loss %.4f\n", r->loss);
         printf("  arena high-water %.1f MiB, peak RSS %.1f MiB\n", (double)r->highwater / (1 << 20), r->rss_mb);
+        if (r->profile_text) printf("%s", r->profile_text);
         fflush(stdout);
     }
     double rss_steps = peak_rss_mb();
@@ -699,14 +790,14 @@ int main(int argc, char **argv) {
             for (int m = 0; m < NMODES; m++)
                 if (st[m].ran) {
                     printf(", ");
-                    json_step((step_mode)m, &st[m], o.iters[m]);
+                    json_step(&o, (step_mode)m, &st[m], o.iters[m], 0);
                 }
         if (nmodes) {
             printf(", \"steps\": [");
             for (int m = 0, k = 0; m < NMODES; m++)
                 if (st[m].ran) {
                     printf("%s{", k++ ? ", " : "");
-                    json_step((step_mode)m, &st[m], o.iters[m]);
+                    json_step(&o, (step_mode)m, &st[m], o.iters[m], 1);
                     printf("}");
                 }
             printf("]");
@@ -738,6 +829,7 @@ int main(int argc, char **argv) {
         }
         if (nmodes != 1) printf(", \"peak_rss_mb\": %.1f", nmodes ? rss_steps : peak_rss_mb());
         printf("}\n");
+        free_profiles(st);
         return 0;
     }
 
@@ -761,5 +853,6 @@ int main(int argc, char **argv) {
         if (st[MODE_TRAIN].ran) printf(" (%.0f%% of the train step)", 100.0 * sum / st[MODE_TRAIN].ms_median);
         printf("\n");
     }
+    free_profiles(st);
     return 0;
 }

@@ -184,3 +184,31 @@ TEST(output_sizes) {
     s = (rt_pool2d_shape){6, 7, 8, 3, 3, 2, 2, 2, 1, 0, 0};
     CHECK(rt_pool2d_shape_finish(&s) == -1); /* padding more than half the window */
 }
+
+/* Global average pooling (the adaptive kernel's 1x1 fast path: one vector-lane sum per plane)
+ * against a double sum, through the threaded size too, with the same bits for 1 and 2 threads. */
+TEST(global_avgpool_fast_path) {
+    const int64_t cases[3][3] = {{3, 5, 7}, {64 * 64, 8, 8}, {10, 1, 1}}; /* planes, H, W */
+    int prev = rt_threads();
+    for (int k = 0; k < 3; k++) {
+        const int64_t P = cases[k][0], H = cases[k][1], W = cases[k][2];
+        float *in = malloc((size_t)(P * H * W) * sizeof(float)), *out[2];
+        rt_test_fill_normal(in, P * H * W, 70 + k);
+        for (int t = 0; t < 2; t++) {
+            rt_set_threads(t + 1);
+            out[t] = malloc((size_t)P * sizeof(float));
+            rt_adaptive_avgpool2d_forward(P, H, W, 1, 1, out[t], in);
+        }
+        double e = 0;
+        for (int64_t p = 0; p < P; p++) {
+            double s = 0;
+            for (int64_t i = 0; i < H * W; i++) s += in[p * H * W + i];
+            e = fmax(e, fabs(out[0][p] - s / (double)(H * W)));
+        }
+        int same = memcmp(out[0], out[1], (size_t)P * sizeof(float)) == 0;
+        free(in), free(out[0]), free(out[1]);
+        CHECKF(e < 1e-6, "(%lld,%lld,%lld): %g", (long long)P, (long long)H, (long long)W, e);
+        CHECK(same);
+    }
+    rt_set_threads(prev);
+}

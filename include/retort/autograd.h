@@ -24,11 +24,12 @@ typedef struct rt_opdef {
 struct rt_node {
     const rt_opdef *op;
     rt_tensor *out;
-    rt_tensor **src; /* nsrc sources, some may not require grad */
+    rt_tensor **src;   /* nsrc sources, some may not require grad */
     int nsrc;
-    void *saved;     /* op-specific state (arena), saved_bytes long, zeroed */
-    rt_node *prev;   /* previous node on the tape */
-    uint32_t index;  /* position on the tape */
+    void *saved;       /* op-specific state (arena), saved_bytes long, zeroed */
+    rt_node *prev;     /* previous node on the tape */
+    uint32_t index;    /* position on the tape */
+    const char *scope; /* layer scope of its forward when profiling, else NULL (lives as long as the context) */
 };
 
 /* Records a node for out if grad mode is on and any source requires grad; sets out->node and
@@ -36,6 +37,10 @@ struct rt_node {
  * recorded (or on allocation failure, with the context's error set: check rt_status). */
 rt_node *rt_record(rt_ctx *ctx, const rt_opdef *op, rt_tensor *out, int nsrc, rt_tensor *const *src,
                    size_t saved_bytes);
+
+/* For the profiler: an op that returns without calling rt_record (an in-place path with nothing to
+ * record) calls this where its forward ends, so its time is its own. A no-op when not profiling. */
+void rt_op_end(rt_ctx *ctx, const rt_opdef *op);
 
 /* Inside a backward rule: the gradient buffer of t for this pass (contiguous, t's shape), zeroed
  * on first use in the pass; NULL if t does not require grad (skip that source). */

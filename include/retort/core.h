@@ -4,6 +4,7 @@
 #define RETORT_CORE_H
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -81,6 +82,43 @@ rt_rng *rt_ctx_rng(rt_ctx *ctx);            /* the context's generator (dropout,
 /* Threads: OpenMP thread count used by kernels and BLAS. Same seed + same count = same bits. */
 void rt_set_threads(int n);
 int rt_threads(void);
+
+/* Profiler: time per op and per layer, forward and backward. Off by default (then each hook costs
+ * one branch); rt_profile_enable switches it on in one context. RETORT_PROFILE=1 in the environment
+ * switches it on in every new context, whose tables then go to stderr when it is freed (and, as one
+ * JSON line, to the end of the file RETORT_PROFILE_JSON names, if set). Only the calling thread
+ * times: the OpenMP threads of a kernel are inside the op they serve, and hooks called inside a
+ * parallel region are ignored. Each interval between two events goes to one entry (op, layer,
+ * phase), so the entries sum to the wall time since the profiler was started or reset:
+ *   fwd    an op's forward, from the previous event to where it records (rt_record, rt_op_end), in
+ *          the layer scope it ran in ("" outside modules: losses); a leaf module's work that
+ *          recorded no op, under the module's type; a composite module's own work between its
+ *          children, "<type> (self)" ("BasicBlock (self)");
+ *   bwd    a node's backward rule, in the layer scope its forward was recorded in;
+ *   other  a named region (rt_profile_begin/end: the optimiser step), and "(outside ops)": the
+ *          time outside every module and op (the caller's code between steps, a loader's wait).
+ * rt_step_reset counts steps: the tables show milliseconds per step. */
+typedef enum { RT_PROF_FWD = 0, RT_PROF_BWD = 1, RT_PROF_OTHER = 2 } rt_prof_phase;
+int rt_profile_enable(rt_ctx *ctx, int on); /* RT_OK, or RT_ENOMEM (the context's error set) */
+int rt_profile_enabled(const rt_ctx *ctx);
+void rt_profile_reset(rt_ctx *ctx); /* zeroes the tables and the step count, restarts the clock */
+/* A named region of work that is not an op (ops recorded inside it still count as themselves). */
+void rt_profile_begin(rt_ctx *ctx, const char *name);
+void rt_profile_end(rt_ctx *ctx);
+int64_t rt_profile_steps(const rt_ctx *ctx);
+/* Total ms over all steps of the entries matching op (NULL: any), layer (NULL: any; "": outside
+ * modules only; else that scope and those below it: "teacher" matches "teacher.layer1.0.conv1") and
+ * phase (-1: any); *calls (if non-NULL) gets their count. */
+double rt_profile_ms(const rt_ctx *ctx, const char *op, const char *layer, int phase, int64_t *calls);
+/* Text tables: a summary line, per op kind (fwd, bwd, other ms per step, % of the step, calls per
+ * step), then per layer (rt_profile_print_layers). max_rows bounds each table (0: all, the rest is
+ * summed in one row). layer_depth 0 keeps full scope names; k > 0 cuts them after k components and
+ * sums ("teacher.layer1" at 2). Return RT_OK, or RT_ENOMEM. */
+int rt_profile_print(const rt_ctx *ctx, FILE *f, int max_rows, int layer_depth);
+int rt_profile_print_layers(const rt_ctx *ctx, FILE *f, int max_rows, int layer_depth);
+/* One JSON object: steps, ms per step per phase, and arrays "ops", "layers" (full names) and
+ * "entries" (op, layer, phase), all in ms per step. */
+int rt_profile_json(const rt_ctx *ctx, FILE *f);
 
 #ifdef __cplusplus
 }

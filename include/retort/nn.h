@@ -117,6 +117,31 @@ rt_tensor *rt_model_forward(rt_ctx *ctx, rt_model *m, rt_tensor *x, rt_taps *tap
 void rt_model_train(rt_model *m, int training);
 void rt_model_free(rt_model *m);
 
+/* ---- a forward that keeps only what the caller needs (a teacher's, in a distillation step) ---- */
+
+/* Storage for rt_model_forward_keep's results that outlives rt_step_reset. Zero-initialise it, set
+ * chunk if wanted, and reuse it across steps (it grows as needed); rt_keep_buf_free releases it. */
+typedef struct rt_keep_buf {
+    int64_t chunk;                /* samples per forward pass; 0: the whole batch at once */
+    float *data;                  /* owned, 64-byte aligned */
+    size_t cap;                   /* floats */
+    rt_tensor t[RT_MAX_TAPS + 1]; /* the kept tensors: taps in keep's order, then the logits */
+} rt_keep_buf;
+void rt_keep_buf_free(rt_keep_buf *buf);
+
+/* Runs m on x with grad mode off under an arena mark and keeps only the logits (returned) and the
+ * taps named in keep[0..nkeep) (put in out under the model's names; out may be NULL when nkeep is
+ * 0): they are copied into buf, then the arena goes back to the mark. So the model's other
+ * activations are gone when it returns, and a step's arena peak is the larger of this forward's
+ * and the rest of the step's instead of their sum. With buf->chunk = k in (0, batch), the batch
+ * goes through in slices of k samples, which bounds the forward's own peak to about k/batch of the
+ * whole batch's; only in eval mode (in training mode BN's batch statistics would change), and
+ * every kept tap must have the batch as its first dimension. The results carry no gradient and
+ * stay valid until the next call with buf or rt_keep_buf_free. NULL on error (a tap the model
+ * does not have, a model in training mode with chunk set, memory). */
+rt_tensor *rt_model_forward_keep(rt_ctx *ctx, rt_model *m, rt_tensor *x, const char *const *keep, int nkeep,
+                                 rt_taps *out, rt_keep_buf *buf);
+
 #ifdef __cplusplus
 }
 #endif

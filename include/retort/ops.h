@@ -46,6 +46,15 @@ rt_tensor *rt_resize(rt_ctx *ctx, rt_tensor *x, int64_t oh, int64_t ow, rt_resiz
  * training mode with PyTorch's momentum convention (unbiased variance), used in eval mode. */
 rt_tensor *rt_batchnorm(rt_ctx *ctx, rt_tensor *x, rt_tensor *gamma, rt_tensor *beta, float *running_mean,
                         float *running_var, int training, float momentum, float eps);
+/* relu(batchnorm(x) + residual) as one op: one output pass, and one backward pass that folds the
+ * ReLU's mask into the batch norm's reductions. residual (x's shape, not overlapping it unless it is
+ * x) may be NULL: relu(batchnorm(x)). Other arguments and the running-statistics update as
+ * rt_batchnorm. inplace: x is the caller's temporary; when no node is recorded (grad mode off, or no
+ * input requires a gradient) and x is no leaf, the result overwrites x and x is returned, so an
+ * inference forward allocates nothing here. */
+rt_tensor *rt_batchnorm_relu(rt_ctx *ctx, rt_tensor *x, rt_tensor *residual, rt_tensor *gamma, rt_tensor *beta,
+                             float *running_mean, float *running_var, int training, float momentum, float eps,
+                             int inplace);
 /* Inverted dropout with the context's RNG; identity when !training or p == 0. */
 rt_tensor *rt_dropout(rt_ctx *ctx, rt_tensor *x, float p, int training);
 
@@ -64,6 +73,9 @@ rt_tensor *rt_log(rt_ctx *ctx, rt_tensor *x);
 rt_tensor *rt_abs(rt_ctx *ctx, rt_tensor *x);
 rt_tensor *rt_neg(rt_ctx *ctx, rt_tensor *x);
 rt_tensor *rt_relu(rt_ctx *ctx, rt_tensor *x);
+/* relu(a + b) as one op (a residual block's end); a and b of one shape (no broadcasting). inplace:
+ * a is the caller's temporary, overwritten by the result (and returned) as in rt_batchnorm_relu. */
+rt_tensor *rt_add_relu(rt_ctx *ctx, rt_tensor *a, rt_tensor *b, int inplace);
 rt_tensor *rt_leaky_relu(rt_ctx *ctx, rt_tensor *x, float slope);
 rt_tensor *rt_sigmoid(rt_ctx *ctx, rt_tensor *x);
 rt_tensor *rt_tanh(rt_ctx *ctx, rt_tensor *x);

@@ -1,11 +1,12 @@
 /* The tape: recording nodes, lazily zeroed per-pass gradients, and the reverse walk. */
 #include <string.h>
 
-#include "core/ctx_impl.h"
+#include "core/profile.h"
 #include "retort/autograd.h"
 
 rt_node *rt_record(rt_ctx *ctx, const rt_opdef *op, rt_tensor *out, int nsrc, rt_tensor *const *src,
                    size_t saved_bytes) {
+    const char *scope = rt_prof_on(ctx) ? rt_prof_op(ctx, op->name) : NULL; /* the op's forward ends here */
     out->node = NULL;
     out->requires_grad = 0;
     out->grad = NULL;
@@ -25,10 +26,15 @@ rt_node *rt_record(rt_ctx *ctx, const rt_opdef *op, rt_tensor *out, int nsrc, rt
     n->saved = saved;
     n->prev = ctx->tape;
     n->index = ctx->ntape++;
+    n->scope = scope;
     ctx->tape = n;
     out->node = n;
     out->requires_grad = 1;
     return n;
+}
+
+void rt_op_end(rt_ctx *ctx, const rt_opdef *op) {
+    if (rt_prof_on(ctx)) rt_prof_op(ctx, op->name);
 }
 
 float *rt_grad_of(rt_ctx *ctx, rt_tensor *t) {
@@ -53,6 +59,7 @@ int rt_backward_seed(rt_ctx *ctx, rt_tensor *out, const float *seed) {
                                        "or it was computed with grad mode off)",
                        out->name ? out->name : "tensor");
     ctx->pass++;
+    if (rt_prof_on(ctx)) rt_prof_mark(ctx);
     float *g = rt_grad_of(ctx, out);
     if (!g) return rt_status(ctx);
     for (int64_t i = 0, n = rt_numel(out); i < n; i++) g[i] += seed[i];
@@ -60,6 +67,7 @@ int rt_backward_seed(rt_ctx *ctx, rt_tensor *out, const float *seed) {
         rt_tensor *o = n->out;
         if (!o->grad || o->grad_pass != ctx->pass) continue; /* no gradient reached this node */
         n->op->backward(ctx, n);
+        if (rt_prof_on(ctx)) rt_prof_backward(ctx, n);
         if (ctx->status) return ctx->status;
     }
     return RT_OK;

@@ -14,7 +14,7 @@ static const char *usage =
     "\n"
     "Knowledge distillation in C. Commands:\n"
     "  train CONFIG [key=value ...] [--resume]   train a model (a teacher, or a student from scratch)\n"
-    "  distill CONFIG [key=value ...]            train a student from a teacher along distillation paths\n"
+    "  distill CONFIG [key=value ...] [--resume] train a student from a teacher along distillation paths\n"
     "  search CONFIG [key=value ...]             choose path weights on a validation split (grid/random)\n"
     "  eval CHECKPOINT [key=value ...]           accuracy of a checkpoint on a data set's test split\n"
     "  info CHECKPOINT                           metadata, tensors and parameter count of a checkpoint\n"
@@ -43,15 +43,23 @@ static int help(const char *cmd) {
         return 0;
     }
     if (cmd && !strcmp(cmd, "distill")) {
-        printf("usage: retort distill CONFIG [key=value ...]\n\n"
+        printf("usage: retort distill CONFIG [key=value ...] [--resume]\n\n"
                "Trains the student (model.*) with CE + alpha * aggregate(path losses) from the teacher checkpoint.\n"
-               "Paths: st (soft targets, KL*T^2), l2 (l2 on logits), dkd, at (attention transfer), nst, sp,\n"
-               "fitnet, hcl, mse (with a 1x1 conv + BN adapter), rkd, pkt, cc; feature paths read the taps listed\n"
-               "in <loss>.taps (stem, layer1..3, layer1.pre.., pool, logits). Strategies: single, equal (v = 1),\n"
-               "fixed (distill.weights), adaptive (v = exp(-z), z learned with the student, + sum z),\n"
-               "multiobjective (min-norm point of the paths' gradients, every step).\n"
+               "Paths: st (soft targets, KL*T^2), l2 (l2 on logits), dkd; on taps: at (attention transfer), nst,\n"
+               "fitnet, hcl, mse, fsp (flow matrices of consecutive fsp.taps pairs), vid (variational information,\n"
+               "a learned regressor and variances per tap), sp, rkd, pkt, cc, crd (contrastive: embedding heads,\n"
+               "crd.nce_k negatives per sample from memory banks of the training set). A feature path reads the\n"
+               "taps in <loss>.taps (stem, layer1..3, layer1.pre.., pool, logits) through <loss>.adapter:\n"
+               "conv1x1 or conv3x3 (conv + BN to the teacher's channels; the default of fitnet, hcl, mse), linear\n"
+               "(flat taps such as pool), none (the default of the others). Adapters, the adaptive z and the\n"
+               "VID/CRD heads are trained by their own optimiser (same kind and schedule).\n"
+               "Strategies: single, equal (v = 1), fixed (distill.weights), adaptive (v = exp(-z), z learned with\n"
+               "the student, + sum z), multiobjective (min-norm point of the paths' gradients, every step).\n"
                "Writes metrics.jsonl (per epoch: test error, top-1 agreement error with the teacher, path losses\n"
-               "and weights, ms/step), paths.jsonl (every distill.log_every steps) and the student's checkpoint.\n\n"
+               "and weights, ms/step), paths.jsonl (every distill.log_every steps), the student's checkpoint and,\n"
+               "every epoch, train_state.safetensors + distill_state.safetensors (aux parameters, CRD memory,\n"
+               "optimiser states) for --resume, which continues after the last completed epoch and ends\n"
+               "bit-identical to an uninterrupted run (same threads). stop_after=N stops after N epochs.\n\n"
                "Keys (default, meaning):\n");
         print_schema(rt_distill_schema, rt_distill_schema_len);
         return 0;
@@ -119,10 +127,17 @@ static int cmd_distill(int argc, char **argv) {
     if (argc < 1) return help("distill"), 2;
     rt_ctx *ctx = rt_ctx_new();
     rt_distill_cfg *cfg = calloc(1, sizeof *cfg);
+    int resume = 0, nov = 0;
+    char **ov = calloc((size_t)argc, sizeof *ov);
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--resume")) resume = 1;
+        else ov[nov++] = argv[i];
+    }
     const char *path = !strcmp(argv[0], "-") || !strcmp(argv[0], "none") ? NULL : argv[0];
-    int rc = rt_config_load(ctx, rt_distill_schema, rt_distill_schema_len, cfg, path, argc - 1, argv + 1);
+    int rc = rt_config_load(ctx, rt_distill_schema, rt_distill_schema_len, cfg, path, nov, ov);
+    free(ov);
     rt_distill_summary s = {0};
-    if (!rc) rc = rt_distill_run(ctx, cfg, 0, &s);
+    if (!rc) rc = rt_distill_run(ctx, cfg, resume, &s);
     if (rc) {
         free(cfg);
         return fail(ctx);

@@ -5,13 +5,17 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/ctx_impl.h"
+#include "core/profile.h"
 
 rt_ctx *rt_ctx_new(void) {
     rt_ctx *ctx = calloc(1, sizeof *ctx);
     if (!ctx) return NULL;
     ctx->grad_enabled = 1;
     rt_rng_seed(&ctx->rng, 0x5eed);
+    if (rt_prof_env(ctx)) {
+        rt_ctx_free(ctx);
+        return NULL;
+    }
     return ctx;
 }
 
@@ -19,6 +23,7 @@ void rt_ctx_free(rt_ctx *ctx) {
     if (!ctx) return;
     for (int i = 0; i < ctx->arena.nblocks; i++) free(ctx->arena.block[i]);
     free(ctx->scratch);
+    rt_prof_ctx_free(ctx);
     free(ctx);
 }
 
@@ -110,6 +115,7 @@ void *rt_arena_zalloc(rt_ctx *ctx, size_t bytes) {
 }
 
 void rt_step_reset(rt_ctx *ctx) {
+    if (rt_prof_on(ctx)) rt_prof_step(ctx);
     rt_arena *a = &ctx->arena;
     if (a->nblocks > 1) { /* coalesce into one block of the high-water size: no mallocs next step */
         size_t total = 0;

@@ -30,6 +30,8 @@ struct rt_ctx {
     uint32_t ntape;
     uint32_t pass;    /* backward pass counter */
     rt_rng rng;
+    struct rt_profile *prof;       /* the profiler while it is on, else NULL (src/core/profile.c) */
+    struct rt_profile *prof_store; /* its tables, kept while off so they can be printed */
 };
 
 #endif

@@ -604,7 +604,7 @@ static void sync_parent_dir(const char *path) {
 int rt_st_write(rt_ctx *ctx, rt_st_writer *w, const char *path) {
     if (!w || !path) return rt_fail(ctx, RT_EINVAL, "safetensors writer: NULL writer or path");
     /* name order: the same tensors always give the same bytes, whatever order they were added in */
-    qsort(w->e, (size_t)w->n, sizeof *w->e, cmp_w_entry);
+    if (w->n > 1) qsort(w->e, (size_t)w->n, sizeof *w->e, cmp_w_entry); /* e is NULL without tensors */
     char ***mk = malloc(((size_t)w->nmeta + 1) * sizeof *mk); /* metadata in key order, by pointer */
     sbuf h = {0};
     char *tmp = malloc(strlen(path) + 5);

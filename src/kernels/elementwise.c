@@ -241,6 +241,68 @@ void rt_unary_backward_ref(rt_unop op, float s, int64_t n, float *gx, const floa
     for (int64_t i = 0; i < n; i++) gx[i] = (float)(gx[i] + unary_dref1(op, s, x[i]) * gy[i]);
 }
 
+/* ---- fused residual end: relu(a + b) ---- */
+
+void rt_add_relu_forward(int64_t n, float *y, const float *a, const float *b) {
+    int64_t nrun = (n + RT_EW_RUN - 1) / RT_EW_RUN;
+#pragma omp parallel for schedule(static) if (n > RT_EW_PAR_MIN) /* over runs of the flat array */
+    for (int64_t r = 0; r < nrun; r++) {
+        const int64_t i0 = r * RT_EW_RUN, m = min64(RT_EW_RUN, n - i0);
+        float *yr = y + i0;
+        const float *ar = a + i0, *br = b + i0;
+#pragma omp simd
+        for (int64_t i = 0; i < m; i++) {
+            float v = ar[i] + br[i];
+            yr[i] = v > 0.0f ? v : 0.0f;
+        }
+    }
+}
+
+void rt_add_relu_backward(int64_t n, float *ga, float *gb, const float *gy, const float *y) {
+    if (ga == gb && ga) { /* a + a: both shares into one buffer, in the unfused order (ga + g) + g */
+        rt_add_relu_backward(n, ga, NULL, gy, y);
+        rt_add_relu_backward(n, NULL, gb, gy, y);
+        return;
+    }
+    int64_t nrun = (n + RT_EW_RUN - 1) / RT_EW_RUN;
+#pragma omp parallel for schedule(static) if (n > RT_EW_PAR_MIN) /* over runs of the flat array */
+    for (int64_t r = 0; r < nrun; r++) {
+        const int64_t i0 = r * RT_EW_RUN, m = min64(RT_EW_RUN, n - i0);
+        const float *g = gy + i0, *o = y + i0;
+        float *restrict pa = ga ? ga + i0 : NULL, *restrict pb = gb ? gb + i0 : NULL;
+        if (pa && pb) {
+#pragma omp simd
+            for (int64_t i = 0; i < m; i++) {
+                float v = o[i] > 0.0f ? g[i] : 0.0f;
+                pa[i] += v;
+                pb[i] += v;
+            }
+        } else if (pa || pb) {
+            float *p = pa ? pa : pb;
+#pragma omp simd
+            for (int64_t i = 0; i < m; i++) {
+                float v = g[i]; /* loaded unconditionally: a select, not a branch */
+                p[i] += o[i] > 0.0f ? v : 0.0f;
+            }
+        }
+    }
+}
+
+void rt_add_relu_forward_ref(int64_t n, float *y, const float *a, const float *b) {
+    for (int64_t i = 0; i < n; i++) {
+        double v = (double)a[i] + b[i];
+        y[i] = (float)(v > 0 ? v : 0);
+    }
+}
+
+void rt_add_relu_backward_ref(int64_t n, float *ga, float *gb, const float *gy, const float *y) {
+    for (int64_t i = 0; i < n; i++) {
+        double g = y[i] > 0 ? gy[i] : 0;
+        if (ga) ga[i] = (float)(ga[i] + g);
+        if (gb) gb[i] = (float)(gb[i] + g);
+    }
+}
+
 /* ---- broadcasting binary ops ---- */
 
 int rt_bcast_plan(rt_bcast *p, int64_t *out_shape, int *out_nd, int na, const int64_t *ash, int nb,

@@ -32,6 +32,15 @@ void rt_unary_forward_ref(rt_unop op, float s, int64_t n, float *y, const float 
 void rt_unary_backward(rt_unop op, float s, int64_t n, float *gx, const float *gy, const float *x, const float *y);
 void rt_unary_backward_ref(rt_unop op, float s, int64_t n, float *gx, const float *gy, const float *x, const float *y);
 
+/* ---- fused residual end: y = relu(a + b), same shapes ---- */
+/* a, b, y (n): y = relu(a + b) (0 for NaN, as rt_relu); overwrites y, which may be a or b. */
+void rt_add_relu_forward(int64_t n, float *y, const float *a, const float *b);
+void rt_add_relu_forward_ref(int64_t n, float *y, const float *a, const float *b);
+/* gy, y (n), y the forward's output: g = y > 0 ? gy : 0; ga += g and gb += g, each skipped when NULL;
+ * ga and gb may be one buffer (a + a), which then gets both. */
+void rt_add_relu_backward(int64_t n, float *ga, float *gb, const float *gy, const float *y);
+void rt_add_relu_backward_ref(int64_t n, float *ga, float *gb, const float *gy, const float *y);
+
 /* ---- binary with NumPy broadcasting ---- */
 typedef enum { RT_BIN_ADD, RT_BIN_SUB, RT_BIN_MUL, RT_BIN_DIV } rt_binop;
 

@@ -3,8 +3,14 @@
 
 #include <math.h>
 
+/* Below this many input elements a kernel runs on one thread: a parallel region costs more than the
+ * loop (a global average pool of a (64,64,8,8) batch is 262144 additions) */
+#define POOL_PAR_MIN 65536
+
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
+/* elements a kernel over P planes of in-size a and out-size b touches per side, at most */
+static int64_t work(int64_t P, int64_t a, int64_t b) { return P * max64(a, b); }
 
 int rt_pool2d_shape_finish(rt_pool2d_shape *s) {
     if (s->P < 0 || s->H <= 0 || s->W <= 0 || s->KH <= 0 || s->KW <= 0 || s->sh <= 0 || s->sw <= 0 || s->ph < 0 ||
@@ -30,7 +36,7 @@ static inline void window(int64_t o, int64_t stride, int64_t pad, int64_t k, int
 // in (P,H,W), out (P,OH,OW), argmax (P,OH,OW) or NULL; overwrites out and argmax
 void rt_maxpool2d_forward(const rt_pool2d_shape *s, float *out, int32_t *argmax, const float *in) {
     int64_t HW = s->H * s->W, OHW = s->OH * s->OW;
-#pragma omp parallel for schedule(static) /* over planes */
+#pragma omp parallel for schedule(static) if (s->P * s->H * s->W > POOL_PAR_MIN) /* over planes */
     for (int64_t p = 0; p < s->P; p++) {
         const float *ip = in + p * HW;
         for (int64_t oh = 0; oh < s->OH; oh++) {
@@ -59,7 +65,8 @@ void rt_maxpool2d_forward(const rt_pool2d_shape *s, float *out, int32_t *argmax,
 // gout (P,OH,OW), argmax (P,OH,OW), gin (P,H,W); accumulates into gin
 void rt_maxpool2d_backward(const rt_pool2d_shape *s, float *gin, const float *gout, const int32_t *argmax) {
     int64_t HW = s->H * s->W, OHW = s->OH * s->OW;
-#pragma omp parallel for schedule(static) /* over planes: overlapping windows stay in one thread */
+/* over planes: overlapping windows stay in one thread */
+#pragma omp parallel for schedule(static) if (s->P * s->H * s->W > POOL_PAR_MIN)
     for (int64_t p = 0; p < s->P; p++)
         for (int64_t i = 0; i < OHW; i++) gin[p * HW + argmax[p * OHW + i]] += gout[p * OHW + i];
 }
@@ -69,8 +76,8 @@ void rt_maxpool2d_backward(const rt_pool2d_shape *s, float *gin, const float *go
 // in (P,H,W), out (P,OH,OW); overwrites out
 void rt_avgpool2d_forward(const rt_pool2d_shape *s, float *out, const float *in) {
     int64_t HW = s->H * s->W, OHW = s->OH * s->OW;
-    float div = (float)(s->KH * s->KW);   /* without ceil_mode no window leaves the padded input */
-#pragma omp parallel for schedule(static) /* over planes */
+    float div = (float)(s->KH * s->KW); /* without ceil_mode no window leaves the padded input */
+#pragma omp parallel for schedule(static) if (s->P * s->H * s->W > POOL_PAR_MIN) /* over planes */
     for (int64_t p = 0; p < s->P; p++) {
         const float *ip = in + p * HW;
         for (int64_t oh = 0; oh < s->OH; oh++) {
@@ -92,7 +99,7 @@ void rt_avgpool2d_forward(const rt_pool2d_shape *s, float *out, const float *in)
 void rt_avgpool2d_backward(const rt_pool2d_shape *s, float *gin, const float *gout) {
     int64_t HW = s->H * s->W, OHW = s->OH * s->OW;
     float div = (float)(s->KH * s->KW);
-#pragma omp parallel for schedule(static) /* over planes */
+#pragma omp parallel for schedule(static) if (s->P * s->H * s->W > POOL_PAR_MIN) /* over planes */
     for (int64_t p = 0; p < s->P; p++) {
         float *gp = gin + p * HW;
         for (int64_t oh = 0; oh < s->OH; oh++) {
@@ -117,7 +124,19 @@ static int64_t ad_end(int64_t o, int64_t in, int64_t on) { return ((o + 1) * in 
 // in (P,H,W), out (P,OH,OW); overwrites out
 void rt_adaptive_avgpool2d_forward(int64_t P, int64_t H, int64_t W, int64_t OH, int64_t OW, float *out,
                                    const float *in) {
-#pragma omp parallel for schedule(static) /* over planes */
+    if (OH == 1 && OW == 1) { /* global average pooling: one contiguous sum per plane, in vector lanes */
+        const int64_t HW = H * W;
+#pragma omp parallel for schedule(static) if (P * HW > POOL_PAR_MIN) /* over planes */
+        for (int64_t p = 0; p < P; p++) {
+            const float *ip = in + p * HW;
+            float sum = 0;
+#pragma omp simd reduction(+ : sum)
+            for (int64_t i = 0; i < HW; i++) sum += ip[i];
+            out[p] = sum / (float)HW;
+        }
+        return;
+    }
+#pragma omp parallel for schedule(static) if (work(P, H * W, OH * OW) > POOL_PAR_MIN) /* over planes */
     for (int64_t p = 0; p < P; p++) {
         const float *ip = in + p * H * W;
         for (int64_t oh = 0; oh < OH; oh++) {
@@ -136,7 +155,7 @@ void rt_adaptive_avgpool2d_forward(int64_t P, int64_t H, int64_t W, int64_t OH, 
 // gout (P,OH,OW), gin (P,H,W); accumulates into gin
 void rt_adaptive_avgpool2d_backward(int64_t P, int64_t H, int64_t W, int64_t OH, int64_t OW, float *gin,
                                     const float *gout) {
-#pragma omp parallel for schedule(static) /* over planes */
+#pragma omp parallel for schedule(static) if (work(P, H * W, OH * OW) > POOL_PAR_MIN) /* over planes */
     for (int64_t p = 0; p < P; p++) {
         float *gp = gin + p * H * W;
         for (int64_t oh = 0; oh < OH; oh++) {
@@ -163,7 +182,7 @@ static int64_t nearest_src(int64_t o, int64_t in, int64_t on) {
 
 // in (P,H,W), out (P,OH,OW); overwrites out
 void rt_resize_nearest_forward(int64_t P, int64_t H, int64_t W, int64_t OH, int64_t OW, float *out, const float *in) {
-#pragma omp parallel for schedule(static) /* over planes */
+#pragma omp parallel for schedule(static) if (work(P, H * W, OH * OW) > POOL_PAR_MIN) /* over planes */
     for (int64_t p = 0; p < P; p++)
         for (int64_t oh = 0; oh < OH; oh++) {
             const float *ip = in + (p * H + nearest_src(oh, H, OH)) * W;
@@ -175,7 +194,7 @@ void rt_resize_nearest_forward(int64_t P, int64_t H, int64_t W, int64_t OH, int6
 // gout (P,OH,OW), gin (P,H,W); accumulates into gin
 void rt_resize_nearest_backward(int64_t P, int64_t H, int64_t W, int64_t OH, int64_t OW, float *gin,
                                 const float *gout) {
-#pragma omp parallel for schedule(static) /* over planes */
+#pragma omp parallel for schedule(static) if (work(P, H * W, OH * OW) > POOL_PAR_MIN) /* over planes */
     for (int64_t p = 0; p < P; p++)
         for (int64_t oh = 0; oh < OH; oh++) {
             float *gp = gin + (p * H + nearest_src(oh, H, OH)) * W;
@@ -211,7 +230,7 @@ static void linear_taps(int64_t o, int64_t in, int64_t on, int align, int64_t *i
 // in (P,H,W), out (P,OH,OW); overwrites out
 void rt_resize_bilinear_forward(int64_t P, int64_t H, int64_t W, int64_t OH, int64_t OW, int align_corners, float *out,
                                 const float *in) {
-#pragma omp parallel for schedule(static) /* over planes */
+#pragma omp parallel for schedule(static) if (work(P, H * W, OH * OW) > POOL_PAR_MIN) /* over planes */
     for (int64_t p = 0; p < P; p++)
         for (int64_t oh = 0; oh < OH; oh++) {
             int64_t h0, h1;
@@ -231,7 +250,7 @@ void rt_resize_bilinear_forward(int64_t P, int64_t H, int64_t W, int64_t OH, int
 // gout (P,OH,OW), gin (P,H,W); accumulates into gin
 void rt_resize_bilinear_backward(int64_t P, int64_t H, int64_t W, int64_t OH, int64_t OW, int align_corners, float *gin,
                                  const float *gout) {
-#pragma omp parallel for schedule(static) /* over planes */
+#pragma omp parallel for schedule(static) if (work(P, H * W, OH * OW) > POOL_PAR_MIN) /* over planes */
     for (int64_t p = 0; p < P; p++)
         for (int64_t oh = 0; oh < OH; oh++) {
             int64_t h0, h1;

@@ -86,6 +86,23 @@ static rt_tensor *bn_forward(rt_module *m, rt_ctx *ctx, rt_tensor *x, rt_taps *t
     return y;
 }
 
+rt_tensor *rt_nn_batchnorm_relu(rt_module *m, rt_ctx *ctx, rt_tensor *x, rt_tensor *residual, int inplace) {
+    if (rt_status(ctx) || !x) return NULL;
+    if (!m || m->forward != bn_forward) {
+        rt_fail(ctx, RT_EINVAL, "batchnorm_relu: module %s is not a BatchNorm2d", m ? m->name : "(null)");
+        return NULL;
+    }
+    nn_bn *bn = (nn_bn *)m;
+    /* the scope rt_module_forward would push from the parent's: the name's last part */
+    const char *dot = strrchr(m->name, '.'), *local = dot ? dot + 1 : m->name;
+    if (local[0]) rt_scope_push(ctx, local);
+    rt_tensor *y = rt_batchnorm_relu(ctx, x, residual, bn->w, bn->b, bn->mean->data, bn->var->data, m->training,
+                                     bn->momentum, bn->eps, inplace);
+    if (local[0]) rt_scope_pop(ctx);
+    if (y && m->training) bn->count->data[0] += 1;
+    return y;
+}
+
 rt_module *rt_nn_batchnorm2d(rt_ctx *ctx, rt_paramset *ps, const char *prefix, int64_t channels) {
     if (channels <= 0) {
         rt_fail(ctx, RT_EINVAL, "BatchNorm2d %s: %lld channels", prefix, (long long)channels);
@@ -121,8 +138,18 @@ rt_module *rt_nn_relu(void) {
     return m;
 }
 
+/* A BatchNorm2d followed by a ReLU runs as one fused op (neither takes taps), in place over its input
+ * when a Conv2d child made that input (nothing else holds it). */
 static rt_tensor *sequential_forward(rt_module *m, rt_ctx *ctx, rt_tensor *x, rt_taps *taps) {
-    for (int i = 0; i < m->nchildren && x; i++) x = rt_module_forward(m->children[i], ctx, x, taps);
+    for (int i = 0; i < m->nchildren && x; i++) {
+        rt_module *c = m->children[i];
+        if (c->forward == bn_forward && i + 1 < m->nchildren && m->children[i + 1]->forward == relu_forward) {
+            x = rt_nn_batchnorm_relu(c, ctx, x, NULL, i > 0 && m->children[i - 1]->forward == conv_forward);
+            i++;
+            continue;
+        }
+        x = rt_module_forward(c, ctx, x, taps);
+    }
     return x;
 }
 

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/profile.h"
 #include "nn/nn_impl.h"
 
 void *rt_nn_module_alloc(rt_ctx *ctx, size_t bytes, const char *type, const char *name, rt_forward_fn forward) {
@@ -66,8 +67,11 @@ rt_tensor *rt_module_forward(rt_module *m, rt_ctx *ctx, rt_tensor *x, rt_taps *t
         return NULL;
     }
     const char *local = local_name(rt_scope(ctx), m->name);
+    /* profiling: what ran before this module (a loader's wait, the caller's code) is not its first op's */
+    if (rt_prof_on(ctx)) rt_prof_module_begin(ctx, m->type);
     if (local[0]) rt_scope_push(ctx, local);
     rt_tensor *y = m->forward(m, ctx, x, taps);
+    if (rt_prof_on(ctx)) rt_prof_module_end(ctx, m->type, m->nchildren == 0);
     if (local[0]) rt_scope_pop(ctx);
     if (!y && !rt_status(ctx)) rt_fail(ctx, RT_EINVAL, "module %s (%s): forward returned NULL", m->name, m->type);
     return rt_status(ctx) ? NULL : y;

@@ -19,6 +19,11 @@ int rt_nn_join(rt_ctx *ctx, char *out, const char *prefix, const char *leaf);
  * ResNets of RepDistiller initialise them). */
 void rt_nn_init_tree(rt_module *m, rt_rng *rng, int kaiming_fan_out);
 
+/* relu(bn(x) + residual) through the BatchNorm2d module bn (residual NULL: relu(bn(x))) as one fused
+ * op (rt_batchnorm_relu, inplace as there), in bn's scope, moving its running statistics and batch
+ * count as its forward does. For models whose BN output feeds only a ReLU (no tap wants it). */
+rt_tensor *rt_nn_batchnorm_relu(rt_module *bn, rt_ctx *ctx, rt_tensor *x, rt_tensor *residual, int inplace);
+
 /* Model builders (src/nn/resnet.c, mlp.c): declare into ps, return the root and fill the taps. */
 rt_module *rt_nn_resnet_cifar(rt_ctx *ctx, rt_paramset *ps, int depth, const int64_t filters[4],
                               const rt_model_opts *o, rt_model *m);

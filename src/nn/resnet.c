@@ -14,15 +14,16 @@ typedef struct {
     rt_module *conv1, *bn1, *conv2, *bn2, *downsample; /* downsample NULL: identity shortcut */
 } basic_block;
 
-/* Puts its pre-activation (the sum before the final ReLU) in taps under "pre"; the stage's caller
- * reads the last block's. */
+/* Given taps, builds the pre-activation (the sum before the final ReLU) as its own tensor and puts it
+ * in taps under "pre"; without, the BN-ReLU pairs and the block's end (bn2, + shortcut, ReLU) run as
+ * fused ops, in place over the convolutions' outputs when nothing is recorded. */
 static rt_tensor *block_forward(rt_module *m, rt_ctx *ctx, rt_tensor *x, rt_taps *taps) {
     basic_block *b = (basic_block *)m;
-    rt_tensor *out = rt_module_forward(b->conv1, ctx, x, NULL);
-    out = rt_relu(ctx, rt_module_forward(b->bn1, ctx, out, NULL));
-    out = rt_module_forward(b->bn2, ctx, rt_module_forward(b->conv2, ctx, out, NULL), NULL);
+    rt_tensor *out = rt_nn_batchnorm_relu(b->bn1, ctx, rt_module_forward(b->conv1, ctx, x, NULL), NULL, 1);
+    out = rt_module_forward(b->conv2, ctx, out, NULL);
     rt_tensor *shortcut = b->downsample ? rt_module_forward(b->downsample, ctx, x, NULL) : x;
-    rt_tensor *pre = rt_add(ctx, out, shortcut);
+    if (!taps) return rt_nn_batchnorm_relu(b->bn2, ctx, out, shortcut, 1);
+    rt_tensor *pre = rt_add(ctx, rt_module_forward(b->bn2, ctx, out, NULL), shortcut);
     rt_taps_put(taps, "pre", pre);
     return rt_relu(ctx, pre);
 }
@@ -71,12 +72,16 @@ static rt_tensor *resnet_forward(rt_module *m, rt_ctx *ctx, rt_tensor *x, rt_tap
         rt_fail(ctx, RT_ESHAPE, "resnet: input %s must be (B,%lld,H,W)", rt_shape_str(x, s), (long long)r->in_channels);
         return NULL;
     }
-    x = rt_relu(ctx, rt_module_forward(r->bn1, ctx, rt_module_forward(r->conv1, ctx, x, NULL), NULL));
+    x = rt_nn_batchnorm_relu(r->bn1, ctx, rt_module_forward(r->conv1, ctx, x, NULL), NULL, 1);
     rt_taps_put(taps, "stem", x);
-    for (int s = 0; s < 3; s++) {
-        rt_taps blocks = {0};
-        x = rt_module_forward(r->layer[s], ctx, x, &blocks);
-        rt_taps_put(taps, stage_pre[s], rt_taps_get(&blocks, "pre"));
+    /* the blocks run one by one so that only a stage's last block, whose pre-activation is the
+     * stage's "pre" tap, is asked for it (and gives up the fused end) */
+    for (int s = 0; s < 3 && x; s++) {
+        rt_module *stage = r->layer[s];
+        rt_taps last = {0};
+        for (int i = 0; i < stage->nchildren && x; i++)
+            x = rt_module_forward(stage->children[i], ctx, x, taps && i == stage->nchildren - 1 ? &last : NULL);
+        rt_taps_put(taps, stage_pre[s], rt_taps_get(&last, "pre"));
         rt_taps_put(taps, stage_name[s], x);
     }
     /* RepDistiller pools with AvgPool2d(8), defined only for 32x32 inputs (8x8 after the stages).

@@ -20,9 +20,10 @@ static rt_tensor *channel_shuffle(rt_ctx *ctx, rt_tensor *x, int64_t g) {
     return rt_reshape(ctx, x, 4, (int64_t[]){n, c, h, w}); /* copies the strided view */
 }
 
-/* relu(bn(conv(x))) over two child modules */
+/* relu(bn(conv(x))) over two child modules, BN and ReLU fused (in place over the conv's output when
+ * nothing is recorded) */
 static rt_tensor *conv_bn_relu(rt_ctx *ctx, rt_module *conv, rt_module *bn, rt_tensor *x) {
-    return rt_relu(ctx, rt_module_forward(bn, ctx, rt_module_forward(conv, ctx, x, NULL), NULL));
+    return rt_nn_batchnorm_relu(bn, ctx, rt_module_forward(conv, ctx, x, NULL), NULL, 1);
 }
 
 static int check_input(rt_ctx *ctx, const char *what, const rt_tensor *x, int64_t channels) {
@@ -78,8 +79,10 @@ static rt_tensor *v1_block_forward(rt_module *m, rt_ctx *ctx, rt_tensor *x, rt_t
     v1_block *b = (v1_block *)m;
     rt_tensor *out = conv_bn_relu(ctx, b->conv1, b->bn1, x);
     out = channel_shuffle(ctx, out, b->g);
-    out = rt_relu(ctx, rt_module_forward(b->bn2, ctx, rt_module_forward(b->conv2, ctx, out, NULL), NULL));
-    out = rt_module_forward(b->bn3, ctx, rt_module_forward(b->conv3, ctx, out, NULL), NULL);
+    out = conv_bn_relu(ctx, b->conv2, b->bn2, out);
+    out = rt_module_forward(b->conv3, ctx, out, NULL);
+    if (b->stride != 2 && !taps) return rt_nn_batchnorm_relu(b->bn3, ctx, out, x, 1); /* relu(bn3 + x), fused */
+    out = rt_module_forward(b->bn3, ctx, out, NULL);
     rt_tensor *pre;
     if (b->stride == 2) {
         rt_tensor *cat[2] = {out, rt_avgpool2d(ctx, x, 3, 3, 2, 2, 1, 1)};
@@ -237,8 +240,10 @@ typedef struct {
 static rt_tensor *v2_down_forward(rt_module *m, rt_ctx *ctx, rt_tensor *x, rt_taps *taps) {
     rt_module **l = ((v2_down *)m)->l;
 #define CB(i, t) rt_module_forward(l[2 * (i) + 1], ctx, rt_module_forward(l[2 * (i)], ctx, (t), NULL), NULL)
-    rt_tensor *left = rt_relu(ctx, CB(1, CB(0, x)));
-    rt_tensor *right = rt_relu(ctx, CB(4, CB(3, rt_relu(ctx, CB(2, x)))));
+#define CBR(i, t) conv_bn_relu(ctx, l[2 * (i)], l[2 * (i) + 1], (t))
+    rt_tensor *left = CBR(1, CB(0, x));
+    rt_tensor *right = CBR(4, CB(3, CBR(2, x)));
+#undef CBR
 #undef CB
     return channel_shuffle(ctx, rt_concat(ctx, 2, (rt_tensor *[]){left, right}, 1), 2);
 }

@@ -17,15 +17,21 @@ typedef struct {
     rt_module *bn1, *conv1, *bn2, *conv2, *shortcut; /* shortcut NULL: identity (equalInOut) */
 } wrn_block;
 
-/* Puts bn1's output (before its ReLU) in taps under "bn1": for the first block of a stage that is
- * the previous stage's preact feature, which RepDistiller recomputes with this same BN. */
+/* Given taps, puts bn1's output (before its ReLU) in taps under "bn1": for the first block of a stage
+ * that is the previous stage's preact feature, which RepDistiller recomputes with this same BN.
+ * Without, bn1 and its ReLU run fused (not in place: x is also the identity shortcut). */
 static rt_tensor *wrn_block_forward(rt_module *m, rt_ctx *ctx, rt_tensor *x, rt_taps *taps) {
     wrn_block *b = (wrn_block *)m;
-    rt_tensor *pre = rt_module_forward(b->bn1, ctx, x, NULL);
-    rt_taps_put(taps, "bn1", pre);
-    rt_tensor *act = rt_relu(ctx, pre);
+    rt_tensor *act;
+    if (taps) {
+        rt_tensor *pre = rt_module_forward(b->bn1, ctx, x, NULL);
+        rt_taps_put(taps, "bn1", pre);
+        act = rt_relu(ctx, pre);
+    } else {
+        act = rt_nn_batchnorm_relu(b->bn1, ctx, x, NULL, 0);
+    }
     rt_tensor *out = rt_module_forward(b->conv1, ctx, act, NULL);
-    out = rt_relu(ctx, rt_module_forward(b->bn2, ctx, out, NULL));
+    out = rt_nn_batchnorm_relu(b->bn2, ctx, out, NULL, 1);
     out = rt_module_forward(b->conv2, ctx, out, NULL);
     /* without equalInOut the shortcut sees the activated input, as in RepDistiller */
     rt_tensor *shortcut = b->shortcut ? rt_module_forward(b->shortcut, ctx, act, NULL) : x;
@@ -79,16 +85,21 @@ static rt_tensor *wrn_forward(rt_module *m, rt_ctx *ctx, rt_tensor *x, rt_taps *
         rt_module *stage = w->stage[s];
         for (int i = 0; i < stage->nchildren && x; i++) {
             rt_taps first = {0};
-            x = rt_module_forward(stage->children[i], ctx, x, i == 0 ? &first : NULL);
+            x = rt_module_forward(stage->children[i], ctx, x, taps && i == 0 && s > 0 ? &first : NULL);
             if (i == 0 && s > 0) rt_taps_put(taps, stage_pre[s - 1], rt_taps_get(&first, "bn1"));
         }
         rt_taps_put(taps, stage_out[s], x);
     }
-    rt_tensor *pre = rt_module_forward(w->bn1, ctx, x, NULL);
-    rt_taps_put(taps, stage_pre[2], pre);
+    if (taps) {
+        rt_tensor *pre = rt_module_forward(w->bn1, ctx, x, NULL);
+        rt_taps_put(taps, stage_pre[2], pre);
+        x = rt_relu(ctx, pre);
+    } else { /* x, the last block's sum, is nobody else's: in place when nothing is recorded */
+        x = rt_nn_batchnorm_relu(w->bn1, ctx, x, NULL, 1);
+    }
     /* RepDistiller pools with avg_pool2d(8), defined only for 32x32 inputs (8x8 after the stages).
      * Adaptive pooling to 1x1 is the same there and also serves 28x28 (Fashion-MNIST). */
-    x = rt_flatten(ctx, rt_adaptive_avgpool2d(ctx, rt_relu(ctx, pre), 1, 1), 1);
+    x = rt_flatten(ctx, rt_adaptive_avgpool2d(ctx, x, 1, 1), 1);
     rt_taps_put(taps, "pool", x);
     x = rt_module_forward(w->fc, ctx, x, NULL);
     rt_taps_put(taps, "logits", x);

@@ -1,5 +1,6 @@
-/* Elementwise ops: broadcasting add/sub/mul/div, scalar maps and activations, over the kernels in
- * src/kernels/elementwise.c. Backward of a broadcast operand sums the gradient back to its shape. */
+/* Elementwise ops: broadcasting add/sub/mul/div, scalar maps and activations, and the fused
+ * relu(a + b) of residual blocks, over the kernels in src/kernels/elementwise.c. Backward of a
+ * broadcast operand sums the gradient back to its shape. */
 #include "kernels/elementwise.h"
 #include "ops/op_util.h"
 
@@ -120,3 +121,27 @@ RT_UNARY_OP(rt_leaky_relu(rt_ctx *ctx, rt_tensor *x, float slope), RT_UN_LEAKY_R
 RT_UNARY_OP(rt_sigmoid(rt_ctx *ctx, rt_tensor *x), RT_UN_SIGMOID, 0.0f)
 RT_UNARY_OP(rt_tanh(rt_ctx *ctx, rt_tensor *x), RT_UN_TANH, 0.0f)
 RT_UNARY_OP(rt_gelu(rt_ctx *ctx, rt_tensor *x), RT_UN_GELU, 0.0f)
+
+/* ---- relu(a + b): a residual block's end in one pass each way ---- */
+
+static void add_relu_backward(rt_ctx *ctx, rt_node *n) {
+    float *ga = rt_grad_of(ctx, n->src[0]), *gb = rt_grad_of(ctx, n->src[1]); /* one buffer when a is b */
+    rt_add_relu_backward(rt_numel(n->out), ga, gb, n->out->grad, n->out->data);
+}
+static const rt_opdef op_add_relu = {"add_relu", add_relu_backward};
+
+rt_tensor *rt_add_relu(rt_ctx *ctx, rt_tensor *a, rt_tensor *b, int inplace) {
+    RT_OP_INPUTS(ctx, a, b);
+    if (!rt_same_shape(a, b)) return rt_shape_fail(ctx, "add_relu", "operands must have one shape, got", a, b);
+    a = rt_need_contiguous(ctx, a);
+    b = a ? rt_need_contiguous(ctx, b) : NULL;
+    if (!a || !b) return NULL;
+    /* in place only where nothing will be recorded (the backward needs the output) and a is no leaf */
+    int records = rt_grad_enabled(ctx) && (a->requires_grad || b->requires_grad);
+    rt_tensor *y = inplace && !records && !a->requires_grad ? a : rt_empty_like(ctx, a);
+    if (!y) return NULL;
+    rt_add_relu_forward(rt_numel(a), y->data, a->data, b->data);
+    rt_tensor *src[2] = {a, b};
+    rt_record(ctx, &op_add_relu, y, 2, src, 0); /* in place it records nothing: nothing requires a gradient */
+    return rt_status(ctx) ? NULL : y;
+}

@@ -223,6 +223,7 @@ int rt_optim_step(rt_ctx *ctx, rt_optim *opt, float *params, const float *grads,
     const double t = (double)(opt->steps + 1);
     const double bc1 = c->kind == RT_OPTIM_SGD ? 1.0 : 1.0 - pow(c->beta1, t);
     const float bc2_sqrt = c->kind == RT_OPTIM_SGD ? 1.0f : (float)sqrt(1.0 - pow(c->beta2, t));
+    rt_profile_begin(ctx, "optim step");
     if (opt->ngroups == 0)
         update_range(opt, params, grads, 0, opt->n, lr, c->weight_decay, (float)(lr / bc1), bc2_sqrt);
     for (int i = 0; i < opt->ngroups; i++) {
@@ -230,6 +231,7 @@ int rt_optim_step(rt_ctx *ctx, rt_optim *opt, float *params, const float *grads,
         const float glr = lr * g->lr_mult;
         update_range(opt, params, grads, g->offset, g->len, glr, g->weight_decay, (float)(glr / bc1), bc2_sqrt);
     }
+    rt_profile_end(ctx);
     opt->steps++;
     return RT_OK;
 }

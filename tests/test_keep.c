@@ -1,0 +1,176 @@
+/* rt_model_forward_keep: the same logits and taps as the ordinary forward (bitwise whole, to 1e-5
+ * in chunks), the arena back at its mark afterwards, a step's arena peak the larger of the teacher's
+ * and the student's instead of their sum, chunks that bound the teacher's own peak, and errors. */
+#include "retort/retort.h"
+#include "test.h"
+#include "test_util.h"
+
+#define B 6
+#define HW 16
+static const int64_t xshape[4] = {B, 3, HW, HW};
+static const char *const keep[] = {"layer1", "layer2.pre", "pool"};
+
+static rt_ctx *new_ctx(void) {
+    unsetenv("RETORT_PROFILE");
+    return rt_ctx_new();
+}
+
+static rt_model *model(rt_ctx *ctx, const char *arch, uint64_t seed) {
+    rt_model *m = rt_model_new(ctx, arch, &(rt_model_opts){.in_channels = 3, .in_size = HW, .num_classes = 10}, seed);
+    if (!m) return NULL;
+    /* BN running statistics away from (0, 1), so eval mode does real work */
+    for (int i = 0; i < m->params.count; i++) {
+        rt_param *p = m->params.items[i];
+        for (size_t k = 0; p->kind == RT_BUFFER && !p->is_int && k < p->numel; k++)
+            p->t.data[k] = strstr(p->name, "running_var") ? 0.5f + 0.1f * (float)(k % 7) : 0.05f * (float)(k % 5);
+    }
+    rt_model_train(m, 0);
+    return m;
+}
+
+static int same_bits(const rt_tensor *a, const rt_tensor *b) {
+    if (!a || !b || !rt_same_shape(a, b) || !rt_is_contiguous(a) || !rt_is_contiguous(b)) return 0;
+    return !memcmp(a->data, b->data, (size_t)rt_numel(a) * sizeof(float));
+}
+
+TEST(keep_matches_the_ordinary_forward) {
+    rt_ctx *ctx = new_ctx();
+    rt_model *m = model(ctx, "resnet8", 5);
+    CHECK(m);
+    float *x = malloc(B * 3 * HW * HW * sizeof(float));
+    rt_test_fill_normal(x, B * 3 * HW * HW, 9);
+    rt_tensor *xt = rt_wrap(ctx, x, 4, xshape);
+    rt_set_grad_enabled(ctx, 0);
+    rt_taps ref = {0};
+    rt_tensor *lref = rt_model_forward(ctx, m, xt, &ref);
+    rt_set_grad_enabled(ctx, 1);
+    CHECK(lref);
+
+    /* the whole batch: bitwise the same; the arena is back where it was; grad mode restored */
+    rt_keep_buf buf = {0};
+    rt_taps out = {0};
+    size_t used = rt_arena_used(ctx);
+    rt_tensor *l = rt_model_forward_keep(ctx, m, xt, keep, 3, &out, &buf);
+    CHECK(l && rt_status(ctx) == RT_OK);
+    CHECK(rt_arena_used(ctx) == used && rt_grad_enabled(ctx));
+    CHECK(same_bits(l, lref) && !l->requires_grad && !l->node);
+    CHECK(out.n == 3);
+    for (int i = 0; i < 3; i++) CHECK(!strcmp(out.name[i], keep[i]) && same_bits(out.t[i], rt_taps_get(&ref, keep[i])));
+
+    /* chunks of 4 (6 = 4 + 2) and of 1, into the same buffer */
+    for (int64_t chunk = 4; chunk >= 1; chunk -= 3) {
+        buf.chunk = chunk;
+        rt_taps oc = {0};
+        l = rt_model_forward_keep(ctx, m, xt, keep, 3, &oc, &buf);
+        CHECK(l && rt_same_shape(l, lref) && rt_arena_used(ctx) == used);
+        CHECK(rt_test_maxrel(l->data, lref->data, (long)rt_numel(l)) <= 1e-5);
+        for (int i = 0; i < 3; i++) {
+            const rt_tensor *a = rt_taps_get(&oc, keep[i]), *b = rt_taps_get(&ref, keep[i]);
+            CHECK(a && rt_same_shape(a, b));
+            CHECKF(rt_test_maxrel(a->data, b->data, (long)rt_numel(a)) <= 1e-5, "tap %s, chunk %lld", keep[i],
+                   (long long)chunk);
+        }
+    }
+
+    /* the kept tensors survive the step reset and the arena's reuse */
+    float saved[B * 10];
+    CHECK(rt_numel(l) == B * 10);
+    memcpy(saved, l->data, sizeof saved);
+    rt_step_reset(ctx);
+    xt = rt_wrap(ctx, x, 4, xshape);
+    for (int i = 0; i < 2; i++) CHECK(rt_model_forward(ctx, m, xt, NULL));
+    CHECK(!memcmp(saved, l->data, sizeof saved));
+
+    /* nothing but the logits when nothing is asked */
+    buf.chunk = 0;
+    rt_tensor *l0 = rt_model_forward_keep(ctx, m, xt, NULL, 0, NULL, &buf);
+    CHECK(l0 && l0->shape[0] == B && l0->shape[1] == 10);
+    rt_keep_buf_free(&buf);
+    CHECK(!buf.data && !buf.cap);
+    free(x);
+    rt_model_free(m);
+    rt_ctx_free(ctx);
+}
+
+/* Arena high-water of: a teacher forward (ordinary or kept, chunk) then, if student, the student's
+ * forward and backward. */
+static size_t step_highwater(rt_model *t, rt_model *s, const float *x, int kept, int64_t chunk) {
+    rt_ctx *ctx = new_ctx();
+    rt_tensor *xt = rt_wrap(ctx, (float *)x, 4, xshape);
+    rt_keep_buf buf = {.chunk = chunk};
+    rt_taps tt = {0};
+    if (t && kept)
+        rt_model_forward_keep(ctx, t, xt, keep, 3, &tt, &buf);
+    else if (t) {
+        rt_set_grad_enabled(ctx, 0);
+        rt_model_forward(ctx, t, xt, &tt);
+        rt_set_grad_enabled(ctx, 1);
+    }
+    if (s) {
+        rt_tensor *y = rt_model_forward(ctx, s, xt, NULL);
+        rt_backward(ctx, rt_mean_all(ctx, y));
+    }
+    size_t hw = rt_status(ctx) ? 0 : rt_arena_highwater(ctx);
+    rt_keep_buf_free(&buf);
+    rt_ctx_free(ctx);
+    return hw;
+}
+
+TEST(keep_lowers_the_arena_peak) {
+    rt_ctx *ctx = new_ctx();
+    rt_model *t = model(ctx, "resnet20", 1), *s = model(ctx, "resnet8", 2);
+    CHECK(t && s);
+    rt_model_train(s, 1);
+    float *x = malloc(B * 3 * HW * HW * sizeof(float));
+    rt_test_fill_normal(x, B * 3 * HW * HW, 4);
+    size_t teacher = step_highwater(t, NULL, x, 0, 0), student = step_highwater(NULL, s, x, 0, 0);
+    size_t plain = step_highwater(t, s, x, 0, 0), kept = step_highwater(t, s, x, 1, 0);
+    size_t chunked = step_highwater(t, NULL, x, 1, 2);
+    CHECK(teacher && student && plain && kept && chunked);
+    /* ordinary: the teacher's activations stay under the student's; kept: the larger of the two */
+    CHECKF(plain >= teacher + student - (1 << 16), "plain %zu, teacher %zu, student %zu", plain, teacher, student);
+    size_t larger = teacher > student ? teacher : student;
+    CHECKF(kept <= larger + (1 << 16) && kept < plain * 3 / 4, "kept %zu, plain %zu, larger %zu", kept, plain, larger);
+    /* chunks of 2 of 6: about a third of the whole batch's forward */
+    CHECKF(chunked < teacher / 2, "chunked %zu, whole %zu", chunked, teacher);
+    free(x);
+    rt_model_free(t);
+    rt_model_free(s);
+    rt_ctx_free(ctx);
+}
+
+TEST(keep_errors) {
+    rt_ctx *ctx = new_ctx();
+    rt_model *m = model(ctx, "resnet8", 5);
+    CHECK(m);
+    float *x = calloc(B * 3 * HW * HW, sizeof(float));
+    rt_tensor *xt = rt_wrap(ctx, x, 4, xshape);
+    rt_keep_buf buf = {0};
+    rt_taps out = {0};
+    size_t used = rt_arena_used(ctx);
+
+    const char *bad[] = {"layer1", "layer9"};
+    CHECK(!rt_model_forward_keep(ctx, m, xt, bad, 2, &out, &buf));
+    CHECK(rt_status(ctx) == RT_EINVAL && strstr(rt_errmsg(ctx), "no tap 'layer9'") &&
+          strstr(rt_errmsg(ctx), "layer2.pre"));
+    CHECK(out.n == 0 && rt_arena_used(ctx) == used && rt_grad_enabled(ctx));
+    rt_clear_error(ctx);
+
+    /* chunks need eval mode; the whole batch in training mode is fine */
+    rt_model_train(m, 1);
+    buf.chunk = 2;
+    CHECK(!rt_model_forward_keep(ctx, m, xt, keep, 3, &out, &buf));
+    CHECK(rt_status(ctx) == RT_EINVAL && strstr(rt_errmsg(ctx), "eval mode"));
+    rt_clear_error(ctx);
+    buf.chunk = 0;
+    CHECK(rt_model_forward_keep(ctx, m, xt, keep, 3, &out, &buf) && rt_grad_enabled(ctx));
+
+    CHECK(!rt_model_forward_keep(ctx, m, xt, keep, 3, NULL, &buf) && rt_status(ctx) == RT_EINVAL);
+    rt_clear_error(ctx);
+    CHECK(!rt_model_forward_keep(ctx, m, NULL, keep, 3, &out, &buf) && rt_status(ctx) == RT_EINVAL);
+    rt_clear_error(ctx);
+    rt_keep_buf_free(&buf);
+    free(x);
+    rt_model_free(m);
+    rt_ctx_free(ctx);
+}
