@@ -7,18 +7,25 @@
  *    transposed filters (stride 1), or once per phase of the input (other strides);
  *  - everything else (groups, or no AVX2): im2col of a chunk of samples into one
  *    (C*KH*KW, B*OH*OW) matrix and GEMMs over it (rt_sgemm, multi-threaded by OpenBLAS), col2im
- *    for the data gradient.
+ *    for the data gradient;
+ *  - 3x3 stride-1 single-group convolutions, forward and data gradient, may instead go to
+ *    Winograd F(2x2,3x3) / F(4x4,3x3) (winograd.h) where it measured faster (rule: wino_tile).
+ * RETORT_CONV=direct|im2col|winograd|winograd2|winograd4 forces an algorithm wherever it applies
+ * (for tests and benchmarks; "winograd" = F(4x4,3x3)); unset or "auto" follows the rules. Like
+ * RETORT_ISA it is read on each call: query the workspace and call under the same setting.
  * OpenMP threads the copies (im2col, col2im, gathers, padding) and the direct kernels; BLAS is
  * never called from inside a parallel region, so the two never nest. Every parallel loop writes
  * disjoint memory and every reduction runs in a fixed order (the direct weight gradient sums
  * per-thread partials in thread order): results are reproducible for a given thread count. */
 #include <omp.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "kernels/conv.h"
 #include "kernels/conv_direct.h"
 #include "kernels/cpu.h"
 #include "kernels/gemm.h"
+#include "kernels/winograd.h"
 
 /* The im2col buffer of one chunk is capped near this many floats (the chunk holds at least one
  * sample): large enough for long GEMMs, small enough to stay in the last-level cache. */
@@ -28,10 +35,44 @@ static int is_depthwise(const rt_conv2d_shape *s) { return s->groups == s->C && 
 static int is_pointwise(const rt_conv2d_shape *s) {
     return s->KH == 1 && s->KW == 1 && s->sh == 1 && s->sw == 1 && s->ph == 0 && s->pw == 0;
 }
+
+/* ---- algorithm choice ---- */
+
+typedef enum { CONV_AUTO, CONV_DIRECT, CONV_IM2COL, CONV_WINO2, CONV_WINO4 } conv_alg;
+
+static conv_alg forced_alg(void) {
+    const char *e = getenv("RETORT_CONV");
+    if (!e) return CONV_AUTO;
+    if (!strcmp(e, "direct")) return CONV_DIRECT;
+    if (!strcmp(e, "im2col")) return CONV_IM2COL;
+    if (!strcmp(e, "winograd2")) return CONV_WINO2;
+    if (!strcmp(e, "winograd") || !strcmp(e, "winograd4")) return CONV_WINO4;
+    return CONV_AUTO;
+}
+
+/* The Winograd tile size (2 or 4) for the forward and the data gradient, or 0 for another
+ * algorithm. The rule, from bench/bench_winograd (one Zen 5 core, batch 64/128, CPU ms):
+ * F(4x4) beat the direct kernels by 1.2-2.4x on every 3x3 stride-1 layer of the CIFAR and
+ * Fashion-MNIST ResNets with 16 to 64 channels (16@32x32, 32@16x16, 64@8x8, 16@28x28, 32@14x14,
+ * 64@7x7, forward and data gradient) and beat F(2x2) on each of them; with fewer than 16 channels
+ * on either side (the stems 3->16 and 1->16, 8->8) the direct kernels won or tied. Without AVX2 the
+ * im2col path is kept (the plain C Winograd is a reference, not a fast path). */
+static int wino_tile(const rt_conv2d_shape *s) {
+    if (!rt_wino_eligible(s) || is_depthwise(s)) return 0;
+    switch (forced_alg()) {
+    case CONV_WINO2: return 2;
+    case CONV_WINO4: return 4;
+    case CONV_AUTO: break;
+    default: return 0;
+    }
+    return rt_cpu_isa() >= RT_ISA_AVX2 && s->C >= 16 && s->OC >= 16 ? 4 : 0;
+}
+
 /* The direct kernels: one group, not a plain 1x1 GEMM, on a CPU with AVX2 or better (any stride,
  * through phase planes). */
 static int use_direct(const rt_conv2d_shape *s) {
-    return s->groups == 1 && !is_depthwise(s) && !is_pointwise(s) && rt_cpu_isa() >= RT_ISA_AVX2;
+    return s->groups == 1 && !is_depthwise(s) && !is_pointwise(s) && rt_cpu_isa() >= RT_ISA_AVX2 &&
+           forced_alg() != CONV_IM2COL;
 }
 /* The data gradient as one direct convolution: stride 1 and non-negative padding (K-1)*d - p. */
 static int use_direct_data(const rt_conv2d_shape *s) {
@@ -212,8 +253,8 @@ static phase_ws phase_layout(const rt_conv2d_shape *s, const phase_geom *p) {
     return w;
 }
 
-size_t rt_conv2d_workspace(const rt_conv2d_shape *s) {
-    if (is_depthwise(s) || s->N == 0) return 0;
+/* Bytes of the direct or im2col path (all three passes). */
+static size_t classic_workspace(const rt_conv2d_shape *s) {
     size_t g = is_pointwise(s) ? 0 : gemm_workspace(s);
     if (!use_direct(s)) return g;
     direct_geom f = geom_forward(s);
@@ -228,6 +269,17 @@ size_t rt_conv2d_workspace(const rt_conv2d_shape *s) {
     }
     b = a > b ? a : b;
     return b > c ? b : c;
+}
+
+/* The direct / im2col workspace, or the Winograd ones where chosen (the weight gradient stays on
+ * the direct or im2col path). */
+size_t rt_conv2d_workspace(const rt_conv2d_shape *s) {
+    if (is_depthwise(s) || s->N == 0) return 0;
+    size_t w = classic_workspace(s);
+    int m = wino_tile(s);
+    size_t a = m ? rt_wino_forward_workspace(s, m) : 0, b = m ? rt_wino_backward_data_workspace(s, m) : 0;
+    a = a > b ? a : b;
+    return w > a ? w : a;
 }
 
 /* ---- im2col / col2im for one sample ---- */
@@ -686,6 +738,11 @@ void rt_conv2d_forward(const rt_conv2d_shape *s, float *out, const float *in, co
         dw_forward(s, out, in, w, bias);
         return;
     }
+    int m = wino_tile(s);
+    if (m) {
+        rt_wino_forward(s, m, out, in, w, bias, ws);
+        return;
+    }
     if (use_direct(s)) {
         direct_geom g = geom_forward(s);
         direct_forward(s, &g, out, in, w, bias, ws, 0);
@@ -730,6 +787,11 @@ void rt_conv2d_backward_data(const rt_conv2d_shape *s, float *gin, const float *
     if (!gin || s->N == 0) return;
     if (is_depthwise(s)) {
         dw_backward_data(s, gin, gout, w);
+        return;
+    }
+    int m = wino_tile(s);
+    if (m) {
+        rt_wino_backward_data(s, m, gin, gout, w, ws);
         return;
     }
     if (use_direct_data(s)) {

@@ -27,9 +27,10 @@ void rt_conv2d_forward_ref(const rt_conv2d_shape *s, float *out, const float *in
 void rt_conv2d_backward_data_ref(const rt_conv2d_shape *s, float *gin, const float *gout, const float *w);
 void rt_conv2d_backward_weight_ref(const rt_conv2d_shape *s, float *gw, float *gb, const float *gout, const float *in);
 
-/* Fast kernels, same contract as the references: direct SIMD kernels for single-group
- * convolutions on AVX2 / AVX-512, direct loops for depthwise ones, 1x1 as a plain GEMM, im2col +
- * GEMM for the rest (see conv.c). ws is a workspace of at least rt_conv2d_workspace(s) bytes,
+/* Fast kernels, same contract as the references: Winograd F(4x4,3x3) for 3x3 stride-1 convolutions
+ * with >= 16 channels in and out (forward and data gradient, winograd.h), direct SIMD kernels for
+ * other single-group convolutions on AVX2 / AVX-512, direct loops for depthwise ones, 1x1 as a plain
+ * GEMM, im2col + GEMM for the rest (see conv.c; RETORT_CONV forces an algorithm). ws is a workspace of at least rt_conv2d_workspace(s) bytes,
  * 64-byte aligned; one query covers all three kernels (the size depends on the CPU and the OpenMP
  * thread count, so query and call with the same settings). Results are bitwise reproducible for a
  * given thread count and CPU. */
