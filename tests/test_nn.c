@@ -137,6 +137,36 @@ TEST(params_bind_lookahead_matches_overwritten_model) {
     rt_ctx_free(ctx);
 }
 
+/* A training-mode look-ahead updates BN running statistics: bound to a copy, the real ones stay. */
+TEST(params_bind_buffers_keeps_running_stats) {
+    rt_ctx *ctx = rt_ctx_new();
+    rt_model_opts o = {.in_channels = 3, .in_size = 8, .num_classes = 3};
+    rt_model *a = rt_model_new(ctx, "resnet8", &o, 7);
+    CHECKF(a, "%s", rt_errmsg(ctx));
+    size_t nb = a->params.nbuf;
+    CHECK(nb > 0);
+    rt_tensor *x = rt_test_tensor(4, (int64_t[]){2, 3, 8, 8}, 3, 0);
+    int32_t y[2] = {0, 2};
+    float *before = malloc(nb * sizeof(float)), *shadow = malloc(nb * sizeof(float));
+    memcpy(before, a->params.buffers, nb * sizeof(float));
+    memcpy(shadow, a->params.buffers, nb * sizeof(float));
+    float l[6];
+    rt_params_bind_buffers(&a->params, shadow);
+    CHECKF(step(ctx, a, x, y, l) == 0, "%s", rt_errmsg(ctx));
+    CHECK(memcmp(before, a->params.buffers, nb * sizeof(float)) == 0); /* the real statistics untouched */
+    CHECK(memcmp(before, shadow, nb * sizeof(float)) != 0);            /* the copy took the update */
+    /* parameter binding leaves the buffer binding alone, and NULL goes back to the set's own */
+    rt_params_bind(&a->params, NULL, NULL);
+    CHECK(a->params.bound_buffers == shadow);
+    rt_params_bind_buffers(&a->params, NULL);
+    CHECKF(step(ctx, a, x, y, l) == 0, "%s", rt_errmsg(ctx));
+    CHECK(memcmp(before, a->params.buffers, nb * sizeof(float)) != 0); /* now the real ones move */
+    free(before), free(shadow);
+    rt_test_tensor_free(x);
+    rt_model_free(a);
+    rt_ctx_free(ctx);
+}
+
 /* ---- gradient checks of the layers ---- */
 
 typedef struct {

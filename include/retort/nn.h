@@ -34,7 +34,7 @@ typedef struct rt_paramset {
     size_t n;
     float *buffers;     /* nbuf floats, owned */
     size_t nbuf;
-    float *bound_data, *bound_grad; /* what the views point into now */
+    float *bound_data, *bound_grad, *bound_buffers; /* what the views point into now */
     int finalized;
 } rt_paramset;
 
@@ -48,6 +48,10 @@ rt_param *rt_params_find(const rt_paramset *ps, const char *name);
 void rt_params_zero_grad(rt_paramset *ps);
 /* Re-point every parameter view at data/grad (n floats each); NULL, NULL = the set's own buffers. */
 void rt_params_bind(rt_paramset *ps, float *data, float *grad);
+/* Re-point every buffer view (BN running statistics, ...) at buffers (nbuf floats); NULL = the set's
+ * own. A look-ahead forward in training mode updates running statistics: bind a copy first so the
+ * real ones stay as they were (DistPro, ALM-KD and MMKD look-aheads). */
+void rt_params_bind_buffers(rt_paramset *ps, float *buffers);
 /* dst = theta - xi * g over all n parameters (theta = the set's own data). */
 void rt_params_lookahead(const rt_paramset *ps, float *dst, float xi, const float *g);
 

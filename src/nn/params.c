@@ -85,7 +85,7 @@ static float *alloc_floats(size_t n) {
 }
 
 /* Points every view at data/grad (parameters) and the buffer array (buffers). */
-static void point_views(rt_paramset *ps, float *data, float *grad) {
+static void point_views(rt_paramset *ps, float *data, float *grad, float *buffers) {
     for (int i = 0; i < ps->count; i++) {
         rt_param *p = ps->items[i];
         if (p->kind == RT_PARAM) {
@@ -93,7 +93,7 @@ static void point_views(rt_paramset *ps, float *data, float *grad) {
             p->t.grad = grad + p->offset;
             p->t.requires_grad = 1;
         } else {
-            p->t.data = ps->buffers + p->offset;
+            p->t.data = buffers + p->offset;
             p->t.grad = NULL;
             p->t.requires_grad = 0;
         }
@@ -101,6 +101,7 @@ static void point_views(rt_paramset *ps, float *data, float *grad) {
     }
     ps->bound_data = data;
     ps->bound_grad = grad;
+    ps->bound_buffers = buffers;
 }
 
 int rt_params_finalize(rt_ctx *ctx, rt_paramset *ps) {
@@ -117,7 +118,7 @@ int rt_params_finalize(rt_ctx *ctx, rt_paramset *ps) {
         return rt_fail(ctx, RT_ENOMEM, "params: out of memory for %zu parameters and %zu buffer values", ps->n,
                        ps->nbuf);
     }
-    point_views(ps, ps->data, ps->grad);
+    point_views(ps, ps->data, ps->grad, ps->buffers);
     ps->finalized = 1;
     return RT_OK;
 }
@@ -146,7 +147,12 @@ void rt_params_zero_grad(rt_paramset *ps) {
 /* A NULL data or grad means the set's own buffer for that one. */
 void rt_params_bind(rt_paramset *ps, float *data, float *grad) {
     if (!ps->finalized) return;
-    point_views(ps, data ? data : ps->data, grad ? grad : ps->grad);
+    point_views(ps, data ? data : ps->data, grad ? grad : ps->grad, ps->bound_buffers);
+}
+
+void rt_params_bind_buffers(rt_paramset *ps, float *buffers) {
+    if (!ps->finalized) return;
+    point_views(ps, ps->bound_data, ps->bound_grad, buffers ? buffers : ps->buffers);
 }
 
 void rt_params_lookahead(const rt_paramset *ps, float *dst, float xi, const float *g) {
