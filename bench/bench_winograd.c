@@ -1,6 +1,6 @@
 /* Winograd against the direct kernels on the 3x3 stride-1 convolutions of the CIFAR ResNets
  * (batch 64: 16 channels at 32x32, 32 at 16x16, 64 at 8x8) and of the Fashion-MNIST ones (batch
- * 128: 28x28, 14x14, 7x7): forward and data-gradient milliseconds of each algorithm at 1 and 2
+ * 128: 28x28, 14x14, 7x7): forward, data-gradient and weight-gradient milliseconds of each algorithm at 1 and 2
  * threads, through rt_conv2d_* with RETORT_CONV forcing the algorithm (so workspace queries and
  * dispatch are the library's own), and the automatic choice ("auto"). The algorithms are timed
  * in alternation, round after round (in rotating order, as the one before leaves the caches its
@@ -50,13 +50,15 @@ static double median(double *v, int n) {
 
 /* Milliseconds of one pass (0 forward, 1 data gradient) under RETORT_CONV = alg. */
 static double time_pass(const rt_conv2d_shape *s, const char *alg, int pass, float *out, const float *in,
-                        const float *w, float *gin, const float *gout, void *ws) {
+                        const float *w, float *gin, const float *gout, float *gw, void *ws) {
     setenv("RETORT_CONV", alg, 1);
     double t = now_s();
     if (pass == 0)
         rt_conv2d_forward(s, out, in, w, NULL, ws);
-    else
+    else if (pass == 1)
         rt_conv2d_backward_data(s, gin, gout, w, ws);
+    else
+        rt_conv2d_backward_weight(s, gw, NULL, gout, in, ws);
     return (now_s() - t) * 1e3;
 }
 
@@ -104,7 +106,7 @@ int main(int argc, char **argv) {
         rt_conv2d_shape_finish(&s);
         int64_t nin = s.N * s.C * s.H * s.W, nout = s.N * s.OC * s.OH * s.OW, nw = s.OC * s.C * 9;
         float *in = malloc(nin * 4), *gin = calloc(nin, 4), *out = malloc(nout * 4), *gout = malloc(nout * 4);
-        float *w = malloc(nw * 4);
+        float *w = malloc(nw * 4), *gw = calloc(nw, 4);
         for (int64_t i = 0; i < nin; i++) in[i] = rt_rng_normal(&rng);
         for (int64_t i = 0; i < nout; i++) gout[i] = rt_rng_normal(&rng);
         for (int64_t i = 0; i < nw; i++) w[i] = 0.1f * rt_rng_normal(&rng);
@@ -117,24 +119,28 @@ int main(int argc, char **argv) {
                 wsb = b > wsb ? b : wsb;
             }
             void *ws = aligned_alloc(64, (wsb + 63) / 64 * 64);
-            for (int pass = 0; pass < 2; pass++) {
+            for (int pass = 0; pass < 3; pass++) {
                 double t[NALGS][64], med[NALGS];
                 int n = iters < 64 ? iters : 64;
-                for (int a = 0; a < NALGS; a++) time_pass(&s, k_algs[a], pass, out, in, w, gin, gout, ws); /* warm-up */
+                for (int a = 0; a < NALGS; a++)
+                    time_pass(&s, k_algs[a], pass, out, in, w, gin, gout, gw, ws); /* warm-up */
                 for (int r = 0; r < n; r++) /* the order rotates: each algorithm follows each other one */
                     for (int i = 0; i < NALGS; i++) {
                         int a = (i + r) % NALGS;
-                        t[a][r] = time_pass(&s, k_algs[a], pass, out, in, w, gin, gout, ws);
+                        t[a][r] = time_pass(&s, k_algs[a], pass, out, in, w, gin, gout, gw, ws);
                     }
                 for (int a = 0; a < NALGS; a++) med[a] = median(t[a], n);
                 double best = med[1] < med[2] ? med[1] : med[2];
-                printf("%-18s %-8s %3d %9.3f %9.3f %9.3f %6.2fx %9.3f\n", h->name, pass ? "data" : "forward",
+                printf("%-18s %-8s %3d %9.3f %9.3f %9.3f %6.2fx %9.3f\n", h->name,
+                       pass == 2 ? "weight"
+                       : pass    ? "data"
+                                 : "forward",
                        threads[ti], med[0], med[1], med[2], med[0] / best, med[3]);
                 fflush(stdout);
             }
             free(ws);
         }
-        free(in), free(gin), free(out), free(gout), free(w);
+        free(in), free(gin), free(out), free(gout), free(w), free(gw);
     }
     if (saved[0])
         setenv("RETORT_CONV", saved, 1);

@@ -1,4 +1,4 @@
-/* Winograd convolution (src/kernels/winograd.c): F(2x2) and F(4x4), forward and data gradient,
+/* Winograd convolution (src/kernels/winograd.c): F(2x2) and F(4x4), forward, data and weight gradients,
  * against the double reference kernels over odd sizes, paddings 0..2, channel counts off the
  * vector widths, every ISA path and 1..3 threads; results independent of the thread count; the
  * algorithm choice of conv.c (RETORT_CONV) and the op's finite-difference check through it.
@@ -140,6 +140,81 @@ TEST(same_bits_for_any_thread_count) {
         }
     rt_set_threads(prev);
     CHECK(same);
+}
+
+/* ---- the weight gradient ---- */
+
+/* Shapes for the weight gradient besides wcfgs: a larger batch, where the sum runs over many tiles. */
+static const wcfg wgcfgs[] = {
+    {16, 16, 32, 32, 16, 1, 1, 0, "16 samples, 16 channels 32x32"},
+    {32, 64, 8, 8, 64, 1, 1, 0, "32 samples, 64 channels 8x8"},
+    {8, 20, 15, 13, 36, 2, 0, 0, "8 samples 15x13 pad (2,0), 20 -> 36"},
+};
+enum { NWG = sizeof wgcfgs / sizeof wgcfgs[0] };
+
+static const wcfg *wg_cfg(int i) { return i < NW ? &wcfgs[i] : &wgcfgs[i - NW]; }
+
+/* The weight gradient by rt_wino_backward_weight with tile size m against the reference, both
+ * accumulating onto the same start; error relative to the accumulated part's max magnitude. gw,
+ * when given, gets the Winograd result. */
+static double run_wgrad(const wcfg *c, int m, char *why, float *gw_keep) {
+    rt_conv2d_shape s = shape_of(c);
+    int64_t nin = s.N * s.C * s.H * s.W, nw = s.OC * s.C * 9, nout = s.N * s.OC * s.OH * s.OW;
+    float *in = malloc(nin * 4), *gout = malloc(nout * 4), *g1 = malloc(nw * 4), *g2 = malloc(nw * 4);
+    float *start = malloc(nw * 4);
+    rt_test_fill_normal(in, nin, 1), rt_test_fill_normal(gout, nout, 4), rt_test_fill_normal(start, nw, 5);
+    memcpy(g1, start, nw * 4), memcpy(g2, start, nw * 4);
+    size_t wsb = rt_wino_backward_weight_workspace(&s, m);
+    void *ws = aligned_alloc(64, (wsb + 63) / 64 * 64);
+    memset(ws, 0xff, wsb); /* NaNs: unwritten workspace reaching the result fails */
+    rt_conv2d_backward_weight_ref(&s, g1, NULL, gout, in);
+    rt_wino_backward_weight(&s, m, g2, gout, in, ws);
+    for (int64_t i = 0; i < nw; i++) g1[i] -= start[i], g2[i] -= start[i];
+    double e = rt_test_maxrel(g1, g2, nw);
+    sprintf(why, "%s, F(%dx%d): backward-weight %.2g", c->what, m, m, e);
+    if (gw_keep) memcpy(gw_keep, g2, nw * 4);
+    free(in), free(gout), free(g1), free(g2), free(start), free(ws);
+    return e;
+}
+
+TEST(weight_gradient_matches_reference_every_isa) {
+    const char *isas[] = {"avx512", "avx2", "generic"};
+    char why[256], saved[32], worst[256] = "";
+    double worst_e[2] = {0, 0};
+    int ok = 1;
+    for (int k = 0; k < 3 && ok; k++) {
+        set_env("RETORT_ISA", isas[k], saved, sizeof saved);
+        for (int m = 2; m <= 4 && ok; m += 2)
+            for (int i = 0; i < NW + NWG && ok; i++) {
+                double e = run_wgrad(wg_cfg(i), m, why, NULL);
+                if (e > worst_e[m / 4]) worst_e[m / 4] = e;
+                if (!(e < tolerance(m))) ok = 0, snprintf(worst, sizeof worst, "%.200s (%s)", why, isas[k]);
+            }
+        restore_env("RETORT_ISA", saved);
+    }
+    CHECKF(ok, "%s", worst);
+    printf("  weight gradient, worst error: F(2x2) %.2g, F(4x4) %.2g of the max magnitude\n", worst_e[0], worst_e[1]);
+}
+
+/* 1 to 3 threads each match the reference, and a second run with the same count gives the same bits. */
+TEST(weight_gradient_threads_reproducible) {
+    int prev = rt_threads();
+    char why[256];
+    for (int m = 2; m <= 4; m += 2)
+        for (int i = 0; i < NW + NWG; i++) {
+            const wcfg *c = wg_cfg(i);
+            int64_t nw = c->OC * c->C * 9;
+            float *a = malloc(nw * 4), *b = malloc(nw * 4);
+            for (int nt = 1; nt <= 3; nt++) {
+                rt_set_threads(nt);
+                double e = run_wgrad(c, m, why, a);
+                CHECKF(e < tolerance(m), "%d threads: %s", nt, why);
+                run_wgrad(c, m, why, b);
+                CHECKF(!memcmp(a, b, nw * 4), "%s, F(%dx%d): %d threads, two runs differ", c->what, m, m, nt);
+            }
+            free(a), free(b);
+        }
+    rt_set_threads(prev);
 }
 
 /* The comparison must be able to fail: a changed weight, and a dropped channel, are caught. */

@@ -68,6 +68,32 @@ static int wino_tile(const rt_conv2d_shape *s) {
     return rt_cpu_isa() >= RT_ISA_AVX2 && s->C >= 16 && s->OC >= 16 ? 4 : 0;
 }
 
+/* The Winograd tile size for the weight gradient, or 0. RETORT_CONV_WGRAD=direct|winograd2|
+ * winograd4 overrides RETORT_CONV for this pass alone (to measure it on its own). The rule, from
+ * bench/bench_winograd (one core, batch 64/128, alternating medians, noisy shared machine): F(4x4)
+ * beat the direct kernel by 1.25-1.5x with 32 and 64 channels on outputs cut into whole 4x4 tiles
+ * (32@16x16, 64@8x8, 1 and 2 threads), tied or lost where edge tiles are partly wasted (32@14x14,
+ * 64@7x7: 0.9-1.0x), and lost with 16 channels (16@32x32, 16@28x28: 0.8-0.9x; the transforms,
+ * linear in the channels, outweigh the GEMMs there). Its error on the weight gradient
+ * (tests/test_winograd.c) is ~1e-6 of the largest entry. */
+static int wino_wgrad_tile(const rt_conv2d_shape *s) {
+    if (!rt_wino_eligible(s) || is_depthwise(s)) return 0;
+    const char *e = getenv("RETORT_CONV_WGRAD");
+    if (e && !strcmp(e, "direct")) return 0;
+    if (e && !strcmp(e, "winograd2")) return 2;
+    if (e && (!strcmp(e, "winograd") || !strcmp(e, "winograd4"))) return 4;
+    switch (forced_alg()) {
+    case CONV_WINO2: return 2;
+    case CONV_WINO4: return 4;
+    case CONV_AUTO: break;
+    default: return 0;
+    }
+    /* Off by default: the per-shape gains below did not show in the whole step (bench_step kd/train,
+     * 1 and 2 threads, within noise; 2 threads possibly slower). Candidate rule, kept for re-measuring:
+     * AVX2, C >= 32, OC >= 32, OH % 4 == 0, OW % 4 == 0 -> 4. */
+    return 0;
+}
+
 /* The direct kernels: one group, not a plain 1x1 GEMM, on a CPU with AVX2 or better (any stride,
  * through phase planes). */
 static int use_direct(const rt_conv2d_shape *s) {
@@ -278,6 +304,9 @@ size_t rt_conv2d_workspace(const rt_conv2d_shape *s) {
     size_t w = classic_workspace(s);
     int m = wino_tile(s);
     size_t a = m ? rt_wino_forward_workspace(s, m) : 0, b = m ? rt_wino_backward_data_workspace(s, m) : 0;
+    a = a > b ? a : b;
+    int mw = wino_wgrad_tile(s);
+    b = mw ? rt_wino_backward_weight_workspace(s, mw) : 0;
     a = a > b ? a : b;
     return w > a ? w : a;
 }
@@ -834,6 +863,11 @@ void rt_conv2d_backward_weight(const rt_conv2d_shape *s, float *gw, float *gb, c
     if (!gw) return;
     if (is_depthwise(s)) {
         dw_backward_weight(s, gw, gout, in);
+        return;
+    }
+    int m = wino_wgrad_tile(s);
+    if (m) {
+        rt_wino_backward_weight(s, m, gw, gout, in, ws);
         return;
     }
     if (use_direct(s)) {

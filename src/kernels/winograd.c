@@ -17,6 +17,11 @@
 /* Floats past the padded samples: F(4x4) loads 8 columns of a 6-wide patch row, and the padding
  * kernels store whole vectors. */
 #define PAD_SLACK 16
+/* The weight gradient's blocks: larger (past L2; one xi-plane of V and Z still fits), so the
+ * GEMMs' sums across vector lanes, once per block, are spread over more tiles: measured on
+ * bench_winograd, 1.5 MiB blocks left 64@8x8 no faster than the direct kernel, 6 MiB made it 1.4x,
+ * 16 MiB lost again. */
+#define WGRAD_BUDGET_BYTES ((int64_t)6 << 20)
 
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
@@ -153,29 +158,76 @@ static void filters_generic(int m, int flip, int64_t Cin, int64_t Cout, int64_t 
         }
 }
 
+// the weight gradient's output-gradient transform (see rt_wino_gout_avx2); tiles t < nt only
+static void gout_generic(const rt_wino_blk *b, const float *gout, float *pad, float *Z) {
+    const int m = b->m, A = m + 2;
+    const float *at = m == 4 ? &AT4[0][0] : &AT2[0][0];
+    for (int64_t o = 0; o < b->Cin; o++) {
+        for (int64_t n = b->n0; n <= b->n1; n++)
+            pad_rows(gout + (n * b->Cin + o) * b->H0 * b->W0, b->H0, b->W0, 0, 0, pad + (n - b->n0) * b->plane, b->Wp,
+                     n == b->n0 ? b->r0 : 0, n == b->n1 ? b->r1 : b->Hp);
+        for (int64_t t = 0; t < b->nt; t++) {
+            const float *p = pad + b->tin[t];
+            float h[4][6];
+            for (int r = 0; r < m; r++) /* h = dY A^T */
+                for (int j = 0; j < A; j++) {
+                    float a = 0;
+                    for (int q = 0; q < m; q++) a += p[r * b->Wp + q] * at[q * A + j];
+                    h[r][j] = a;
+                }
+            for (int i = 0; i < A; i++) /* Z = A h */
+                for (int j = 0; j < A; j++) {
+                    float a = 0;
+                    for (int r = 0; r < m; r++) a += at[r * A + i] * h[r][j];
+                    Z[(i * A + j) * b->vs + o * b->TB + t] = a;
+                }
+        }
+    }
+}
+
+// P (A^2, Cin, OCq) += V Z^T over the tiles t < nt
+static void wgemm_generic(const rt_wino_blk *b, int64_t Cin, int64_t OCq, const float *V, int64_t vs, const float *Z,
+                          int64_t zs, float *P) {
+    const int64_t A2 = (b->m + 2) * (b->m + 2), TB = b->TB;
+    for (int64_t xi = 0; xi < A2; xi++)
+        for (int64_t c = 0; c < Cin; c++)
+            for (int64_t o = 0; o < OCq; o++) {
+                const float *v = V + xi * vs + c * TB, *z = Z + xi * zs + o * TB;
+                double a = 0; /* the plain C path is the reference: no long float sums */
+                for (int64_t t = 0; t < b->nt; t++) a += (double)v[t] * z[t];
+                P[(xi * Cin + c) * OCq + o] += (float)a;
+            }
+}
+
 /* ---- the driver ---- */
 
 typedef void (*in_fn)(const rt_wino_blk *, const float *, float *, float *);
 typedef void (*gemm_fn)(const rt_wino_blk *, const float *, const float *, float *, int64_t, int64_t);
 typedef void (*out_fn)(const rt_wino_blk *, const float *, float *, const float *, int64_t, int64_t, int);
 typedef void (*filters_fn)(int, int, int64_t, int64_t, int64_t, const float *, float *, int64_t);
+typedef void (*wgemm_fn)(const rt_wino_blk *, int64_t, int64_t, const float *, int64_t, const float *, int64_t,
+                         float *);
 typedef struct {
     int64_t quantum; /* TB must be a multiple of it */
     filters_fn filters;
     in_fn in;
     gemm_fn gemm;
     out_fn out;
+    in_fn gout;
+    wgemm_fn wgemm;
 } wkern;
 
 static wkern pick_kernels(void) {
     rt_isa isa = rt_cpu_isa();
     if (isa >= RT_ISA_AVX512)
-        return (wkern){rt_wino_tile_quantum_avx512(), rt_wino_filters_avx512, rt_wino_in_avx512, rt_wino_gemm_avx512,
-                       rt_wino_out_avx512};
+        return (wkern){rt_wino_tile_quantum_avx512(), rt_wino_filters_avx512, rt_wino_in_avx512,
+                       rt_wino_gemm_avx512,           rt_wino_out_avx512,     rt_wino_gout_avx512,
+                       rt_wino_wgemm_avx512};
     if (isa >= RT_ISA_AVX2)
-        return (wkern){rt_wino_tile_quantum_avx2(), rt_wino_filters_avx2, rt_wino_in_avx2, rt_wino_gemm_avx2,
-                       rt_wino_out_avx2};
-    return (wkern){16, filters_generic, in_generic, gemm_generic, out_generic};
+        return (wkern){rt_wino_tile_quantum_avx2(), rt_wino_filters_avx2, rt_wino_in_avx2,
+                       rt_wino_gemm_avx2,           rt_wino_out_avx2,     rt_wino_gout_avx2,
+                       rt_wino_wgemm_avx2};
+    return (wkern){16, filters_generic, in_generic, gemm_generic, out_generic, gout_generic, wgemm_generic};
 }
 
 /* The convolution as the kernels see it: src (N, Cin, H0, W0) padded by pt rows and pl columns
@@ -187,6 +239,7 @@ typedef struct {
     int64_t ty, tx, T; /* tiles per column, per row, in all */
     int64_t Hp, Wp;
     int flip;            /* the data gradient: filters flipped and transposed */
+    int64_t budget;      /* bytes of a block's V and M (or Z), 0 for BLOCK_BUDGET_BYTES */
     int64_t TB, nb, OCc; /* tiles per block, blocks, output channels per GEMM pass */
     int64_t ipb;         /* samples a block's tiles can span */
     int64_t pad_half;    /* floats of one channel of them, padded, with slack */
@@ -207,7 +260,7 @@ static wgeom geom_finish(wgeom g) {
     int64_t nth = omp_get_max_threads(), per_img = g.ty * g.tx;
     g.OCc = min64(g.OCp, 64);
     int64_t per_tile = g.A * g.A * (g.Cin + g.OCc) * (int64_t)sizeof(float);
-    int64_t tbmax = max64(k.quantum, BLOCK_BUDGET_BYTES / per_tile / k.quantum * k.quantum);
+    int64_t tbmax = max64(k.quantum, (g.budget ? g.budget : BLOCK_BUDGET_BYTES) / per_tile / k.quantum * k.quantum);
     g.nb = (g.T + tbmax - 1) / tbmax;
     g.nb = round_up(g.nb, nth);
     g.TB = round_up((g.T + g.nb - 1) / g.nb, k.quantum);
@@ -321,4 +374,110 @@ void rt_wino_forward(const rt_conv2d_shape *s, int m, float *out, const float *i
 void rt_wino_backward_data(const rt_conv2d_shape *s, int m, float *gin, const float *gout, const float *w, void *ws) {
     wgeom g = geom_data(s, m);
     wino_run(&g, gin, gout, w, NULL, ws, 1);
+}
+
+/* ---- the weight gradient ---- */
+
+/* The forward's tiling (its blocks sized by a larger budget, to spread the lane sums of the GEMMs
+ * over more tiles), plus the output gradient padded to whole tiles (ty m, tx m) and Z. Per thread:
+ * V, Z, P, the input's pad buffer (two halves), one channel of the output gradient padded, the
+ * tile tables. */
+typedef struct {
+    wgeom g;
+    int64_t OCq, zs, gHp, gWp, gplane, gpad_half;
+    size_t z_off, p_off, pad_off, gpad_off, tab_off, tbytes, total;
+} wwgeom;
+
+static wwgeom geom_weight(const rt_conv2d_shape *s, int m) {
+    wwgeom w;
+    wgeom g = {0};
+    g.m = m, g.N = s->N, g.Cin = s->C, g.Cout = s->OC, g.H0 = s->H, g.W0 = s->W, g.pt = s->ph, g.pl = s->pw;
+    g.OH = s->OH, g.OW = s->OW, g.budget = WGRAD_BUDGET_BYTES;
+    w.g = geom_finish(g);
+    const wgeom *q = &w.g;
+    int64_t A2 = q->A * q->A, nth = omp_get_max_threads();
+    w.OCq = round_up(s->OC, 4);
+    w.zs = w.OCq * q->TB + PLANE_SKEW;
+    w.gHp = q->ty * m, w.gWp = q->tx * m, w.gplane = w.gHp * w.gWp;
+    w.gpad_half = round_up(q->ipb * w.gplane + PAD_SLACK, 16);
+    w.z_off = round64((size_t)(A2 * q->vs) * sizeof(float));
+    w.p_off = w.z_off + round64((size_t)(A2 * w.zs) * sizeof(float));
+    w.pad_off = w.p_off + round64((size_t)(A2 * q->Cin * w.OCq) * sizeof(float));
+    w.gpad_off = w.pad_off + round64((size_t)(2 * q->pad_half) * sizeof(float));
+    w.tab_off = w.gpad_off + round64((size_t)w.gpad_half * sizeof(float));
+    w.tbytes = w.tab_off + round64((size_t)q->TB * 2 * sizeof(int64_t));
+    w.total = (size_t)nth * w.tbytes;
+    return w;
+}
+
+size_t rt_wino_backward_weight_workspace(const rt_conv2d_shape *s, int m) { return geom_weight(s, m).total; }
+
+void rt_wino_backward_weight(const rt_conv2d_shape *s, int m, float *gw, const float *gout, const float *in, void *ws) {
+    wwgeom w = geom_weight(s, m);
+    const wgeom *g = &w.g;
+    wkern k = pick_kernels();
+    const int64_t per_img = g->ty * g->tx, plane = g->Hp * g->Wp, A2 = g->A * g->A, OCq = w.OCq;
+    int nused = 1;
+#pragma omp parallel /* over blocks of tiles, split in order; each thread into its own P */
+    {
+        int th = omp_get_thread_num(), nth = omp_get_num_threads();
+#pragma omp single
+        nused = nth;
+        char *tw = (char *)ws + (size_t)th * w.tbytes;
+        float *V = (float *)tw, *Z = (float *)(tw + w.z_off), *P = (float *)(tw + w.p_off);
+        float *pad = (float *)(tw + w.pad_off), *gpad = (float *)(tw + w.gpad_off);
+        int64_t *tin = (int64_t *)(tw + w.tab_off), *gtin = tin + g->TB;
+        memset(P, 0, (size_t)(A2 * g->Cin * OCq) * sizeof(float));
+        memset(Z, 0, (size_t)(A2 * w.zs) * sizeof(float)); /* the rows past the channels stay zero */
+        for (int h = 0; h < 2; h++) memset(pad + h * g->pad_half + g->ipb * plane, 0, PAD_SLACK * sizeof(float));
+        memset(gpad + g->ipb * w.gplane, 0, PAD_SLACK * sizeof(float));
+        for (int64_t bi = g->nb * th / nth; bi < g->nb * (th + 1) / nth; bi++) {
+            int64_t t0 = bi * g->TB, nt = min64(g->TB, g->T - t0), n0 = t0 / per_img;
+            for (int64_t t = 0; t < g->TB; t++) { /* tiles past the end repeat the last one */
+                int64_t u = t0 + min64(t, nt - 1), n = u / per_img, ty = u % per_img / g->tx, tx = u % g->tx;
+                tin[t] = (n - n0) * plane + ty * g->m * g->Wp + tx * g->m;
+                gtin[t] = (n - n0) * w.gplane + ty * g->m * w.gWp + tx * g->m;
+            }
+            int64_t n1 = (t0 + nt - 1) / per_img, ya = t0 % per_img / g->tx, yb = (t0 + nt - 1) % per_img / g->tx;
+            rt_wino_blk b = {0};
+            b.m = g->m, b.Cin = g->Cin, b.Cout = g->Cout, b.OCp = g->OCp, b.TB = g->TB, b.nt = nt;
+            b.H0 = g->H0, b.W0 = g->W0, b.pt = g->pt, b.pl = g->pl, b.Hp = g->Hp, b.Wp = g->Wp, b.plane = plane;
+            b.n0 = n0, b.n1 = n1, b.r0 = ya * g->m, b.r1 = yb * g->m + g->A, b.pad_half = g->pad_half;
+            b.vs = g->vs, b.tin = tin;
+            k.in(&b, in, pad, V);
+            /* the output gradient as a source: unpadded planes, cut into whole tiles */
+            rt_wino_blk d = b;
+            d.Cin = g->Cout, d.H0 = g->OH, d.W0 = g->OW, d.pt = 0, d.pl = 0, d.Hp = w.gHp, d.Wp = w.gWp;
+            d.plane = w.gplane, d.r0 = ya * g->m, d.r1 = yb * g->m + g->m, d.pad_half = w.gpad_half, d.vs = w.zs;
+            d.tin = gtin;
+            k.gout(&d, gout, gpad, Z);
+            k.wgemm(&b, g->Cin, OCq, V, g->vs, Z, w.zs, P);
+        }
+    }
+    const int A = g->A;
+    const double(*G)[3] = m == 4 ? G4 : G2;
+    const int64_t C = g->Cin;
+#pragma omp parallel for schedule(static) /* over output channels; partials added in thread order */
+    for (int64_t o = 0; o < g->Cout; o++)
+        for (int64_t c = 0; c < C; c++) {
+            double q[36], h[6][3];
+            for (int64_t xi = 0; xi < A2; xi++) {
+                double a = 0;
+                for (int t = 0; t < nused; t++)
+                    a += ((const float *)((const char *)ws + (size_t)t * w.tbytes + w.p_off))[(xi * C + c) * OCq + o];
+                q[xi] = a;
+            }
+            for (int i = 0; i < A; i++) /* h = q G */
+                for (int kw = 0; kw < 3; kw++) {
+                    double a = 0;
+                    for (int j = 0; j < A; j++) a += q[i * A + j] * G[j][kw];
+                    h[i][kw] = a;
+                }
+            for (int kh = 0; kh < 3; kh++) /* G^T h */
+                for (int kw = 0; kw < 3; kw++) {
+                    double a = 0;
+                    for (int i = 0; i < A; i++) a += G[i][kh] * h[i][kw];
+                    gw[(o * C + c) * 9 + kh * 3 + kw] += (float)a;
+                }
+        }
 }

@@ -50,6 +50,16 @@ void rt_wino_forward(const rt_conv2d_shape *s, int m, float *out, const float *i
 /* gout (N,OC,OH,OW), w (OC,C,3,3), gin (N,C,H,W); accumulates into gin. */
 void rt_wino_backward_data(const rt_conv2d_shape *s, int m, float *gin, const float *gout, const float *w, void *ws);
 
+/* Weight gradient: dW = sum over tiles of G^T [(B^T d B) . (A dY A^T)] G, the transpose of the
+ * forward (dY an m x m tile of the output gradient, zero past the output's edge). Per block of
+ * tiles: V as in the forward, Z[xi][o][t] = (A dY A^T)[xi], and per xi P[xi][c][o] += sum_t
+ * V[xi][c][t] Z[xi][o][t]. Each thread sums its own ordered share of the blocks into its own P; the
+ * partials are added in thread order (in double) and transformed back with G^T (.) G, so results
+ * are reproducible for a given thread count (not across counts). */
+size_t rt_wino_backward_weight_workspace(const rt_conv2d_shape *s, int m);
+/* gout (N,OC,OH,OW), in (N,C,H,W), gw (OC,C,3,3); accumulates into gw (not the bias gradient). */
+void rt_wino_backward_weight(const rt_conv2d_shape *s, int m, float *gw, const float *gout, const float *in, void *ws);
+
 /* ---- the per-block kernels (one set per ISA) ----
  * U is packed in blocks of 8 output channels: U[xi][o / 8][c][o % 8] (OCp = Cout rounded up to 8,
  * zero for the padding channels), xi-plane stride us. V[xi][c][t] with xi-plane stride vs; M holds
@@ -93,5 +103,16 @@ void rt_wino_out_avx2(const rt_wino_blk *b, const float *M, float *out, const fl
                       int accumulate);
 void rt_wino_out_avx512(const rt_wino_blk *b, const float *M, float *out, const float *bias, int64_t o0, int64_t o1,
                         int accumulate);
+// The weight gradient. b describes the output gradient as the source (Cin = its channels, H0 x W0 its planes, no
+// padding, tin its tiles, vs the xi-plane stride of Z): Z (alpha^2, Cin, TB) = A dY A^T of each tile, zero for tiles
+// t >= nt; pad holds one channel of the block's samples, padded. Overwrites pad and Z's rows [0, Cin).
+void rt_wino_gout_avx2(const rt_wino_blk *b, const float *gout, float *pad, float *Z);
+void rt_wino_gout_avx512(const rt_wino_blk *b, const float *gout, float *pad, float *Z);
+// P (alpha^2, Cin, OCq) += V (alpha^2, Cin, TB; xi stride vs) x Z (alpha^2, OCq, TB; xi stride zs) over the tiles,
+// the first round_up(nt, quantum) of them (OCq a multiple of 4; Z's rows past the channels zero)
+void rt_wino_wgemm_avx2(const rt_wino_blk *b, int64_t Cin, int64_t OCq, const float *V, int64_t vs, const float *Z,
+                        int64_t zs, float *P);
+void rt_wino_wgemm_avx512(const rt_wino_blk *b, int64_t Cin, int64_t OCq, const float *V, int64_t vs, const float *Z,
+                          int64_t zs, float *P);
 
 #endif

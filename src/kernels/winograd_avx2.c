@@ -16,6 +16,8 @@ typedef __m256 vf;
 #define VFMA(a, b, c) _mm256_fmadd_ps(a, b, c)
 #define OCB_G 4 /* 4 x 3 accumulators of 16 registers */
 #define NV_G 3
+#define WG_RC 3 /* weight gradient: 3 x 4 accumulators */
+#define WG_RO 4
 #define SFX(name) name##_avx2
 
 static inline __m256 quads(const float *const *p, int k, int64_t off) {
@@ -50,5 +52,12 @@ static inline void partial_store(float *d, __m128 x, int n, int accumulate) {
     _mm_maskstore_ps(d, m, x);
 }
 #define PARTIAL_STORE(d, x, n, acc) partial_store(d, x, n, acc)
+
+static inline float hsum(__m256 v) {
+    __m128 x = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    x = _mm_add_ps(x, _mm_movehl_ps(x, x));
+    return _mm_cvtss_f32(_mm_add_ss(x, _mm_movehdup_ps(x)));
+}
+#define HSUM(v) hsum(v)
 
 #include "kernels/winograd_simd.h"

@@ -16,6 +16,9 @@ typedef __m512 vf;
 #define VFMA(a, b, c) _mm512_fmadd_ps(a, b, c)
 #define OCB_G 8 /* 8 x 3 accumulators of 32 registers */
 #define NV_G 3
+#define WG_RC 4 /* weight gradient: 4 x 4 accumulators */
+#define WG_RO 4
+#define HSUM(v) _mm512_reduce_add_ps(v)
 #define SFX(name) name##_avx512
 
 static inline __m512 quads(const float *const *p, int k, int64_t off) {

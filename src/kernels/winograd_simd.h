@@ -14,6 +14,7 @@
  * are 4-float pieces (F(4x4) reads two per row); QUADS + TRANS4 turn VW such pieces into 4 vectors
  * with one tile per lane, and the same transpose takes output rows back to 4-float pieces: lane L
  * of vector k then holds tile 4L + k. */
+#include <string.h>
 #include <xmmintrin.h>
 
 #define QT (NV_G * VW) /* tiles per GEMM register tile */
@@ -23,7 +24,7 @@ static inline int64_t SFX(round_q)(int64_t n) { return (n + QT - 1) / QT * QT; }
 int64_t SFX(rt_wino_tile_quantum)(void) { return QT; }
 
 /* d[j] lane t = p[t][off + j], j < 4 */
-static inline void SFX(rows4)(const float *const *p, int64_t off, vf *d) {
+static inline __attribute__((always_inline)) void SFX(rows4)(const float *const *p, int64_t off, vf *d) {
     d[0] = QUADS(p, 0, off), d[1] = QUADS(p, 1, off), d[2] = QUADS(p, 2, off), d[3] = QUADS(p, 3, off);
     TRANS4(d);
 }
@@ -295,6 +296,112 @@ void SFX(rt_wino_out)(const rt_wino_blk *b, const float *M, float *out, const fl
                 else
                     SFX(put_rows)(z[r], dst, off, r, m, b->rows + g, b->cols + g, n, 0, accumulate);
             }
+        }
+    }
+}
+
+/* ---- the weight gradient ---- */
+
+/* y = A x, A the transpose of A^T (F(4x4)): the output-gradient tile's rows and columns go from 4
+ * to 6 points */
+static inline __attribute__((always_inline)) void SFX(a6)(const vf *x, vf *y) {
+    vf e = VADD(x[0], x[2]), o = VADD(x[1], x[3]);
+    y[0] = x[0], y[1] = VADD(e, o), y[2] = VSUB(e, o);
+    y[3] = VFMA(VSET1(0.5f), x[1], VFMA(VSET1(0.25f), x[2], VFMA(VSET1(0.125f), x[3], x[0])));
+    y[4] = VFMA(VSET1(-2.0f), x[1], VFMA(VSET1(4.0f), x[2], VFMA(VSET1(-8.0f), x[3], x[0])));
+    y[5] = x[3];
+}
+/* y = A x for F(2x2): 2 -> 4 points */
+static inline __attribute__((always_inline)) void SFX(a4)(const vf *x, vf *y) {
+    y[0] = x[0], y[1] = VADD(x[0], x[1]), y[2] = VSUB(x[0], x[1]), y[3] = VSUB(VZERO(), x[1]);
+}
+
+// p: VW tile pointers into the padded output gradient (row stride Wp), z: Z at this channel and group
+static inline __attribute__((always_inline)) void SFX(gout4)(const float *const *p, int64_t Wp, float *z, int64_t zs) {
+    vf h[4][6];
+    for (int r = 0; r < 4; r++) {
+        vf d[4];
+        SFX(rows4)(p, r * Wp, d);
+        SFX(a6)(d, h[r]);
+    }
+    for (int j = 0; j < 6; j++) {
+        vf x[4] = {h[0][j], h[1][j], h[2][j], h[3][j]}, y[6];
+        SFX(a6)(x, y);
+        for (int i = 0; i < 6; i++) VSTORE(z + (i * 6 + j) * zs, y[i]);
+    }
+}
+static inline __attribute__((always_inline)) void SFX(gout2)(const float *const *p, int64_t Wp, float *z, int64_t zs) {
+    vf h[2][4];
+    for (int r = 0; r < 2; r++) {
+        vf d[4];
+        SFX(rows4)(p, r * Wp, d); /* columns 2, 3 unused */
+        SFX(a4)(d, h[r]);
+    }
+    for (int j = 0; j < 4; j++) {
+        vf x[2] = {h[0][j], h[1][j]}, y[4];
+        SFX(a4)(x, y);
+        for (int i = 0; i < 4; i++) VSTORE(z + (i * 4 + j) * zs, y[i]);
+    }
+}
+
+// see rt_wino_gout_avx2 in winograd.h
+void SFX(rt_wino_gout)(const rt_wino_blk *b, const float *gout, float *pad, float *Z) {
+    const int64_t TB = b->TB, ntq = SFX(round_q)(b->nt), A2 = (b->m + 2) * (b->m + 2);
+    for (int64_t o = 0; o < b->Cin; o++) {
+        SFX(pad_channel)(b, gout, o, pad);
+        for (int64_t g = 0; g < ntq; g += VW) {
+            const float *p[VW];
+            for (int t = 0; t < VW; t++) p[t] = pad + b->tin[g + t];
+            if (b->m == 4)
+                SFX(gout4)(p, b->Wp, Z + o * TB + g, b->vs);
+            else
+                SFX(gout2)(p, b->Wp, Z + o * TB + g, b->vs);
+        }
+        if (ntq > b->nt) /* tiles past the block's end repeat a valid one: their gradient must be zero */
+            for (int64_t xi = 0; xi < A2; xi++)
+                memset(Z + xi * b->vs + o * TB + b->nt, 0, (size_t)(ntq - b->nt) * sizeof(float));
+    }
+}
+
+/* P[c][o] += sum over tiles of V[c][t] Z[o][t] for WG_RC x WG_RO (or rc x 1 ... ) pairs: dot
+ * products along the tiles, summed across lanes once per block. */
+static inline __attribute__((always_inline)) void SFX(wg_tile)(const float *v, const float *z, int64_t TB, int64_t ntq,
+                                                               float *p, int64_t ldp, const int rc, const int ro) {
+    vf acc[WG_RC][WG_RO];
+#pragma GCC unroll 8
+    for (int r = 0; r < rc; r++)
+#pragma GCC unroll 8
+        for (int j = 0; j < ro; j++) acc[r][j] = VZERO();
+    for (int64_t t = 0; t < ntq; t += VW) {
+        vf x[WG_RC];
+#pragma GCC unroll 8
+        for (int r = 0; r < rc; r++) x[r] = VLOAD(v + r * TB + t);
+#pragma GCC unroll 8
+        for (int j = 0; j < ro; j++) {
+            vf y = VLOAD(z + j * TB + t);
+#pragma GCC unroll 8
+            for (int r = 0; r < rc; r++) acc[r][j] = VFMA(x[r], y, acc[r][j]);
+        }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < rc; r++)
+#pragma GCC unroll 8
+        for (int j = 0; j < ro; j++) p[r * ldp + j] += HSUM(acc[r][j]);
+}
+
+// see rt_wino_wgemm_avx2 in winograd.h
+void SFX(rt_wino_wgemm)(const rt_wino_blk *b, int64_t Cin, int64_t OCq, const float *V, int64_t vs, const float *Z,
+                        int64_t zs, float *P) {
+    const int64_t A2 = (b->m + 2) * (b->m + 2), TB = b->TB, ntq = SFX(round_q)(b->nt);
+    const int64_t cm = Cin / WG_RC * WG_RC;
+    for (int64_t xi = 0; xi < A2; xi++) {
+        const float *Vx = V + xi * vs, *Zx = Z + xi * zs;
+        float *Px = P + xi * Cin * OCq;
+        for (int64_t o = 0; o < OCq; o += WG_RO) {
+            for (int64_t c = 0; c < cm; c += WG_RC)
+                SFX(wg_tile)(Vx + c * TB, Zx + o * TB, TB, ntq, Px + c * OCq + o, OCq, WG_RC, WG_RO);
+            for (int64_t c = cm; c < Cin; c++)
+                SFX(wg_tile)(Vx + c * TB, Zx + o * TB, TB, ntq, Px + c * OCq + o, OCq, 1, WG_RO);
         }
     }
 }
