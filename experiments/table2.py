@@ -4,7 +4,9 @@ import glob, json, os, statistics, sys
 root = sys.argv[1] if len(sys.argv) > 1 else "runs/table2"
 rows = [("scratch", "Student alone (CE)"), ("single-at", "Single path: AT"), ("single-st", "Single path: ST"),
         ("fixed", "Hand-tuned: ST 0.1 + AT 1000"), ("equal", "Equal (v = 1)"),
-        ("multiobjective", "Multiobjective (min-norm)"), ("adaptive", "Adaptive (v = exp(-z))")]
+        ("multiobjective", "Multiobjective (min-norm)"), ("adaptive", "Adaptive (v = exp(-z))"),
+        ("single-fsp", "Single path: FSP (50), not in the paper"), ("single-vid", "Single path: VID (1), not in the paper"),
+        ("single-crd", "Single path: CRD (0.8), not in the paper")]
 
 def last(path):
     with open(path) as f:

@@ -4,7 +4,8 @@
 # student ResNet-8, 20,000 training images (seeded subset), the full 10,000-image test set,
 # 3 epochs, SGD lr 0.05 momentum 0.9 wd 5e-4 cosine, batch 128, crop+flip, 3 seeds.
 # Rows: student alone, single AT, single ST, hand-tuned (ST 0.1 + AT 1000), equal, multiobjective,
-# adaptive. Writes runs/table2/<row>-s<seed>/ and the table to docs/table2-fmnist.md.
+# adaptive; and, beyond the paper's rows, FSP, VID and CRD alone (RepDistiller's weights 50, 1, 0.8).
+# Writes runs/table2/<row>-s<seed>/ and the table to docs/table2-fmnist.md.
 # Usage: experiments/table2.sh [SEEDS...]   (default 1 2 3); RETORT=path/to/retort
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,7 +20,7 @@ for seed in $SEEDS; do
     out=runs/table2/scratch-s$seed
     [ -f $out/metrics.jsonl ] && [ $(wc -l < $out/metrics.jsonl) -eq 3 ] || \
         $RETORT train configs/fmnist-resnet8.yaml $COMMON seed=$seed out_dir=$out 2> $out.log
-    for row in single-at single-st fixed equal multiobjective adaptive; do
+    for row in single-at single-st fixed equal multiobjective adaptive single-fsp single-vid single-crd; do
         out=runs/table2/$row-s$seed
         [ -f $out/metrics.jsonl ] && [ $(wc -l < $out/metrics.jsonl) -eq 3 ] && continue
         $RETORT distill configs/distill/$row.yaml $COMMON seed=$seed out_dir=$out 2> $out.log | grep '^teacher' 
