@@ -51,6 +51,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench_util.h"
 #include "kernels/cpu.h"
 #include "retort/kd.h"
 #include "retort/optim.h"
@@ -122,14 +123,6 @@ static void peak_rss_reset(void) {
     fclose(f);
 }
 
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-static double median(double *v, int n) {
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 static void fill_normal(rt_rng *r, float *p, int64_t n, float scale) {
     for (int64_t i = 0; i < n; i++) p[i] = scale * rt_rng_normal(r);
