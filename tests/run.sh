@@ -1,7 +1,11 @@
 #!/bin/sh
 # Runs each test binary, then prints one closing line: "N passed, N failed" (counting test cases).
+# The tests write their files under a fresh $TMPDIR, removed after a green run (kept, and named,
+# after a red one).
 # OpenMP threads sleep instead of spinning between regions: the suite stays fast on a busy machine
 : "${OMP_WAIT_POLICY:=passive}"; export OMP_WAIT_POLICY
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/retort-tests.XXXXXX") || exit 1
+TMPDIR=$tmp; export TMPDIR
 pass=0; fail=0; bad=""
 for t in "$@"; do
   out=$("$t" 2>&1); rc=$?
@@ -14,5 +18,6 @@ for t in "$@"; do
   [ "$f" != 0 ] && bad="$bad $(basename "$t")"
 done
 [ -n "$bad" ] && echo "failing:$bad"
+if [ $fail -eq 0 ]; then rm -rf "$tmp"; else echo "test files kept in $tmp"; fi
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]

@@ -13,6 +13,13 @@ static struct { const char *name; rt_test_fn fn; } rt_tests_[256];
 static int rt_ntests_, rt_test_failed_;
 static const char *rt_test_name_;
 
+/* Where tests write files: $TMPDIR (tests/run.sh points it at a fresh directory and removes it
+ * after a green run), else /tmp. */
+static inline const char *rt_test_tmp(void) {
+    const char *d = getenv("TMPDIR");
+    return d && d[0] ? d : "/tmp";
+}
+
 #define TEST(tname)                                                                   \
     static void test_##tname(void);                                                   \
     __attribute__((constructor)) static void reg_##tname(void) {                      \

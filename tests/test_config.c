@@ -24,7 +24,7 @@ static const rt_cfg_field schema[] = {
 
 static const char *write_tmp(const char *text) {
     static char path[64];
-    snprintf(path, sizeof path, "/tmp/rt_cfg_%d.yaml", (int)getpid());
+    snprintf(path, sizeof path, "%s/rt_cfg_%d.yaml", rt_test_tmp(), (int)getpid());
     FILE *f = fopen(path, "w");
     fputs(text, f);
     fclose(f);
@@ -87,7 +87,7 @@ TEST(write_reads_back) {
     char *ov[] = {"optim.lr=0.025", "model.arch=resnet20", "sched.milestones=[3,4,5]", "distill.paths=[at,sp]"};
     CHECK(rt_config_load(ctx, schema, NF, &c, NULL, 4, ov) == 0);
     char path[64];
-    snprintf(path, sizeof path, "/tmp/rt_cfgw_%d.yaml", (int)getpid());
+    snprintf(path, sizeof path, "%s/rt_cfgw_%d.yaml", rt_test_tmp(), (int)getpid());
     FILE *f = fopen(path, "w");
     CHECK(rt_config_write(schema, NF, &c, f) == 0);
     fclose(f);

@@ -13,7 +13,7 @@
 
 /* ---- files in a private temporary directory (removed at exit) ---- */
 
-static char tmpdir_[64];
+static char tmpdir_[512];
 
 static void rm_tree(const char *dir) {
     DIR *d = opendir(dir);
@@ -39,7 +39,7 @@ __attribute__((destructor)) static void cleanup(void) {
 /* tmp path "<dir>/<name>" (the directory is made on first use); sub-directories with mkpath. */
 static const char *tmp(const char *name, char *buf) {
     if (!tmpdir_[0]) {
-        strcpy(tmpdir_, "/tmp/rt_test_data_XXXXXX");
+        snprintf(tmpdir_, sizeof tmpdir_, "%s/rt_test_data_XXXXXX", rt_test_tmp());
         if (!mkdtemp(tmpdir_)) {
             perror("mkdtemp");
             exit(1);

@@ -16,7 +16,7 @@ static char teacher_dir[128];
 /* A quickly trained MLP teacher on the synthetic data (made once). */
 static int make_teacher(rt_ctx *ctx) {
     if (teacher_dir[0]) return 0;
-    snprintf(teacher_dir, sizeof teacher_dir, "/tmp/rt_distill_teacher_%d", (int)getpid());
+    snprintf(teacher_dir, sizeof teacher_dir, "%s/rt_distill_teacher_%d", rt_test_tmp(), (int)getpid());
     char out[200];
     snprintf(out, sizeof out, "out_dir=%s", teacher_dir);
     char *ov[] = {
@@ -29,7 +29,7 @@ static int make_teacher(rt_ctx *ctx) {
 static int distill(rt_ctx *ctx, const char *name, int n, char **extra, rt_distill_summary *s, char *dir) {
     char t[300], out[200];
     snprintf(t, sizeof t, "teacher=%s/checkpoint.safetensors", teacher_dir);
-    snprintf(dir, 128, "/tmp/rt_distill_%s_%d", name, (int)getpid());
+    snprintf(dir, 128, "%s/rt_distill_%s_%d", rt_test_tmp(), name, (int)getpid());
     snprintf(out, sizeof out, "out_dir=%s", dir);
     char *ov[24] = {"data.name=synth",
                     "model.arch=mlp",
@@ -138,7 +138,7 @@ TEST(search_picks_the_best_validation_weights) {
     CHECKF(make_teacher(ctx) == 0, "%s", rt_errmsg(ctx));
     char t[300], out[200];
     snprintf(t, sizeof t, "teacher=%s/checkpoint.safetensors", teacher_dir);
-    snprintf(out, sizeof out, "out_dir=/tmp/rt_search_%d", (int)getpid());
+    snprintf(out, sizeof out, "out_dir=%s/rt_search_%d", rt_test_tmp(), (int)getpid());
     char *ov[] = {"data.name=synth",
                   "data.val=400",
                   "model.arch=mlp",
@@ -157,7 +157,7 @@ TEST(search_picks_the_best_validation_weights) {
     CHECK(K == 2 && (best[0] == 0 || best[0] == 1) && (best[1] == 0 || best[1] == 1));
     /* four trials were logged and the chosen one has the highest validation accuracy */
     char p[256], line[1024];
-    snprintf(p, sizeof p, "/tmp/rt_search_%d/search.jsonl", (int)getpid());
+    snprintf(p, sizeof p, "%s/rt_search_%d/search.jsonl", rt_test_tmp(), (int)getpid());
     FILE *f = fopen(p, "r");
     CHECK(f);
     int n = 0;
@@ -467,7 +467,7 @@ static char img_teacher[256];
 /* The data set and a resnet8 teacher trained on it for one epoch (made once). */
 static int make_images(rt_ctx *ctx) {
     if (img_dir[0]) return 0;
-    snprintf(img_dir, sizeof img_dir, "/tmp/rt_distill_img_%d", (int)getpid());
+    snprintf(img_dir, sizeof img_dir, "%s/rt_distill_img_%d", rt_test_tmp(), (int)getpid());
     mkdir(img_dir, 0755);
     if (write_idx_split("train", 300, 1) || write_idx_split("t10k", 100, 2)) return -1;
     char dir[200], out[220], dd[200];

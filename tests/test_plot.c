@@ -54,19 +54,20 @@ __attribute__((destructor)) static void remove_tmp_dirs(void) {
     for (int i = 0; i < nmade; i++) nftw(made[i], rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
-/* A fresh directory under /tmp; sub (may be NULL) is created inside it and returned instead. */
+/* A fresh directory under rt_test_tmp(); sub (may be NULL) is created inside it and returned instead. */
 static char *tmp_dir(const char *sub) {
     char *d = malloc(512);
-    snprintf(d, 512, "/tmp/rt_plot_XXXXXX");
+    snprintf(d, 512, "%s/rt_plot_XXXXXX", rt_test_tmp());
     if (!mkdtemp(d)) {
         perror("mkdtemp");
         exit(2);
     }
     if (nmade < 64) snprintf(made[nmade++], sizeof made[0], "%s", d);
     if (sub) {
+        size_t base = strlen(d) + 1;
         strcat(d, "/");
         strcat(d, sub);
-        char *p = d + strlen("/tmp/rt_plot_XXXXXX/");
+        char *p = d + base;
         for (; *p; p++)
             if (*p == '/') *p = 0, mkdir(d, 0777), *p = '/';
         mkdir(d, 0777);

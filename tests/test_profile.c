@@ -71,7 +71,8 @@ TEST(profile_off_by_default_and_env) {
 }
 
 TEST(profile_env_reports_at_free) {
-    char path[] = "/tmp/rt_test_profile_XXXXXX";
+    char path[512];
+    snprintf(path, sizeof path, "%s/rt_test_profile_XXXXXX", rt_test_tmp());
     int fd = mkstemp(path);
     CHECK(fd >= 0);
     close(fd);

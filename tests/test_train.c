@@ -7,7 +7,7 @@
 #include "test.h"
 
 static int load_cfg(rt_ctx *ctx, rt_train_cfg *cfg, const char *out, int n, char **extra) {
-    char outkv[300];
+    char outkv[600];
     snprintf(outkv, sizeof outkv, "out_dir=%s", out);
     char *ov[16] = {"data.name=synth", "model.arch=mlp", "model.hidden=32", "epochs=3", "batch_size=100",
                     "optim.lr=0.1", "threads=2", outkv};
@@ -32,7 +32,7 @@ TEST(train_learns_and_checkpoint_reloads) {
     rt_ctx *ctx = rt_ctx_new();
     rt_train_cfg cfg;
     char dir[64];
-    snprintf(dir, sizeof dir, "/tmp/rt_train_a_%d", (int)getpid());
+    snprintf(dir, sizeof dir, "%s/rt_train_a_%d", rt_test_tmp(), (int)getpid());
     CHECKF(load_cfg(ctx, &cfg, dir, 0, NULL) == 0, "%s", rt_errmsg(ctx));
     CHECKF(rt_train_run(ctx, &cfg, 0) == 0, "%s", rt_errmsg(ctx));
     /* the metrics file has one line per epoch, and the model beats chance (1/20) by far */
@@ -71,8 +71,8 @@ TEST(resume_is_bit_identical) {
     rt_ctx *ctx = rt_ctx_new();
     rt_train_cfg cfg;
     char a[64], b[64], pa[128], pb[128];
-    snprintf(a, sizeof a, "/tmp/rt_train_full_%d", (int)getpid());
-    snprintf(b, sizeof b, "/tmp/rt_train_resumed_%d", (int)getpid());
+    snprintf(a, sizeof a, "%s/rt_train_full_%d", rt_test_tmp(), (int)getpid());
+    snprintf(b, sizeof b, "%s/rt_train_resumed_%d", rt_test_tmp(), (int)getpid());
     CHECK(load_cfg(ctx, &cfg, a, 0, NULL) == 0);
     CHECKF(rt_train_run(ctx, &cfg, 0) == 0, "%s", rt_errmsg(ctx));
     char *stop[] = {"stop_after=1"};
@@ -94,17 +94,19 @@ TEST(resume_is_bit_identical) {
 TEST(bad_config_values_are_errors) {
     rt_ctx *ctx = rt_ctx_new();
     rt_train_cfg cfg;
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/rt_train_bad_%d", rt_test_tmp(), (int)getpid());
     char *bad_arch[] = {"model.arch=resnet9"};
-    CHECK(load_cfg(ctx, &cfg, "/tmp/rt_train_bad", 1, bad_arch) == 0);
+    CHECK(load_cfg(ctx, &cfg, dir, 1, bad_arch) == 0);
     CHECK(rt_train_run(ctx, &cfg, 0) != 0);
     CHECKF(strstr(rt_errmsg(ctx), "resnet9") && strstr(rt_errmsg(ctx), "resnet8"), "%s", rt_errmsg(ctx));
     rt_clear_error(ctx);
     char *bad_data[] = {"data.name=mnist2"};
-    CHECK(load_cfg(ctx, &cfg, "/tmp/rt_train_bad", 1, bad_data) == 0);
+    CHECK(load_cfg(ctx, &cfg, dir, 1, bad_data) == 0);
     CHECK(rt_train_run(ctx, &cfg, 0) != 0 && strstr(rt_errmsg(ctx), "mnist2"));
     rt_clear_error(ctx);
     char *bad_dir[] = {"data.name=idx", "data.dir=/nonexistent"};
-    CHECK(load_cfg(ctx, &cfg, "/tmp/rt_train_bad", 2, bad_dir) == 0);
+    CHECK(load_cfg(ctx, &cfg, dir, 2, bad_dir) == 0);
     CHECK(rt_train_run(ctx, &cfg, 0) != 0 && strstr(rt_errmsg(ctx), "/nonexistent"));
     rt_ctx_free(ctx);
 }
