@@ -6,9 +6,9 @@
 #include "test.h"
 #include "test_util.h"
 
-enum { OP_SUM, OP_MEAN, OP_MAX, OP_L2, OP_SOFTMAX, OP_LOG_SOFTMAX, OP_SUM_ALL, OP_MEAN_ALL, NOPS };
-static const char *op_names[NOPS] = {"sum",     "mean",        "max",     "l2_normalize",
-                                     "softmax", "log_softmax", "sum_all", "mean_all"};
+enum { OP_SUM, OP_MEAN, OP_MAX, OP_L2, OP_SOFTMAX, OP_LOG_SOFTMAX, OP_SUM_ALL, OP_MEAN_ALL, OP_MEAN_SQ, NOPS };
+static const char *op_names[NOPS] = {"sum",         "mean",    "max",      "l2_normalize", "softmax",
+                                     "log_softmax", "sum_all", "mean_all", "mean_sq"};
 
 typedef struct {
     int op, dim, keepdim;
@@ -31,6 +31,8 @@ static rt_tensor *call(rt_ctx *ctx, const rcase *c, rt_tensor *x) {
         return rt_log_softmax(ctx, x, c->dim, c->arg);
     case OP_SUM_ALL:
         return rt_sum_all(ctx, x);
+    case OP_MEAN_SQ:
+        return rt_mean_sq(ctx, x, c->dim, c->keepdim);
     default:
         return rt_mean_all(ctx, x);
     }
@@ -46,7 +48,7 @@ TEST(gradcheck_every_op_dim_and_keepdim) {
     rt_ctx *ctx = rt_ctx_new();
     char rep[512];
     const int64_t shape[3] = {2, 3, 4};
-    const float args[NOPS] = {0, 0, 0, 1e-12f, 1, 1, 0, 0};
+    const float args[NOPS] = {0, 0, 0, 1e-12f, 1, 1, 0, 0, 0};
     for (int op = 0; op < NOPS; op++)
         for (int dim = -3; dim < 3; dim++)
             for (int keep = 0; keep < 2; keep++) {
@@ -227,6 +229,13 @@ TEST(kernels_fast_vs_ref) {
         rt_reduce_sum_forward(O, D, I, 1.0 / D, r, x);
         rt_reduce_sum_forward_ref(O, D, I, 1.0 / D, rr, x);
         CHECKF(rt_test_maxrel(r, rr, m) < 1e-6, "sum case %zu: %g", c, rt_test_maxrel(r, rr, m));
+        rt_reduce_sumsq_forward(O, D, I, 1.0 / D, r, x);
+        rt_reduce_sumsq_forward_ref(O, D, I, 1.0 / D, rr, x);
+        CHECKF(rt_test_maxrel(r, rr, m) < 1e-6, "sumsq case %zu: %g", c, rt_test_maxrel(r, rr, m));
+        for (int64_t i = 0; i < n; i++) g[i] = gr[i] = 0.5f;
+        rt_reduce_sumsq_backward(O, D, I, 0.25f, g, r, x);
+        rt_reduce_sumsq_backward_ref(O, D, I, 0.25f, gr, r, x);
+        CHECKF(rt_test_maxrel(g, gr, n) < 1e-6, "sumsq back case %zu: %g", c, rt_test_maxrel(g, gr, n));
         rt_reduce_max_forward(O, D, I, r, idx, x);
         rt_reduce_max_forward_ref(O, D, I, rr, idxr, x);
         CHECK(!memcmp(r, rr, m * 4) && !memcmp(idx, idxr, m * 8));
@@ -256,6 +265,27 @@ TEST(kernels_fast_vs_ref) {
         free(x), free(gy), free(y), free(yr), free(g), free(gr), free(r), free(rr), free(nrm), free(nrmr);
         free(idx), free(idxr);
     }
+}
+
+/* mean_sq is the fusion of pow(x, 2) and mean: the same bits forward and backward (AT's maps and
+ * their gradients did not move when it replaced the pair), at 1 and 2 threads. */
+TEST(mean_sq_is_pow_then_mean_bitwise) {
+    const int64_t shape[4] = {8, 16, 32, 32};
+    int prev = rt_threads();
+    for (int th = 1; th <= 2; th++) {
+        rt_ctx *ctx = rt_ctx_new();
+        rt_set_threads(th);
+        rt_tensor *x = rt_test_tensor(4, shape, 77, 1), *x2 = rt_test_tensor(4, shape, 77, 1);
+        rt_tensor *a = rt_mean_sq(ctx, x, 1, 0), *b = rt_mean(ctx, rt_pow_scalar(ctx, x2, 2.0f), 1, 0);
+        CHECK(a && b && rt_same_shape(a, b) && !memcmp(a->data, b->data, rt_numel(a) * sizeof(float)));
+        rt_tensor *w = rt_test_tensor(3, a->shape, 78, 0);
+        CHECK(rt_backward(ctx, rt_sum_all(ctx, rt_mul(ctx, a, w))) == 0);
+        CHECK(rt_backward(ctx, rt_sum_all(ctx, rt_mul(ctx, b, w))) == 0);
+        CHECK(!memcmp(x->grad, x2->grad, rt_numel(x) * sizeof(float)));
+        rt_test_tensor_free(x), rt_test_tensor_free(x2), rt_test_tensor_free(w);
+        rt_ctx_free(ctx);
+    }
+    rt_set_threads(prev);
 }
 
 TEST(sum_all_and_threads) {

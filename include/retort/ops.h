@@ -84,6 +84,7 @@ rt_tensor *rt_gelu(rt_ctx *ctx, rt_tensor *x); /* exact (erf) form */
 /* ---- reductions and normalisers (src/ops/reduce.c) ---- */
 rt_tensor *rt_sum(rt_ctx *ctx, rt_tensor *x, int dim, int keepdim);
 rt_tensor *rt_mean(rt_ctx *ctx, rt_tensor *x, int dim, int keepdim);
+rt_tensor *rt_mean_sq(rt_ctx *ctx, rt_tensor *x, int dim, int keepdim); /* mean of x^2 along dim, fused */
 rt_tensor *rt_max(rt_ctx *ctx, rt_tensor *x, int dim, int keepdim); /* values; ties: first index */
 rt_tensor *rt_sum_all(rt_ctx *ctx, rt_tensor *x);  /* scalar, shape () */
 rt_tensor *rt_mean_all(rt_ctx *ctx, rt_tensor *x); /* scalar, shape () */

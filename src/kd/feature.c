@@ -45,7 +45,7 @@ rt_tensor *rt_kd_feature_mse(rt_ctx *ctx, rt_tensor *s, rt_tensor *t, rt_reducti
 
 /* at(f) = l2_normalize(mean_c(f^2) flattened over HW): (B, HW). */
 static rt_tensor *attention_map(rt_ctx *ctx, rt_tensor *f) {
-    rt_tensor *a = rt_mean(ctx, rt_pow_scalar(ctx, f, 2.0f), 1, 0); /* (B,H,W) */
+    rt_tensor *a = rt_mean_sq(ctx, f, 1, 0); /* (B,H,W) */
     return rt_l2_normalize(ctx, rt_flatten(ctx, a, 1), 1, 1e-12f);
 }
 

@@ -19,7 +19,10 @@ static inline int64_t nblocks(int64_t inner) { return inner == 1 ? 1 : (inner + 
 
 /* ---- sum ---- */
 
-void rt_reduce_sum_forward(int64_t outer, int64_t D, int64_t inner, double scale, float *y, const float *x) {
+/* sum over D of x, or of x * x (sq: the fused square-then-sum; the same bits as squaring first,
+ * since each square is rounded to float before it is added in double) */
+static inline __attribute__((always_inline)) void sum_forward(int64_t outer, int64_t D, int64_t inner, double scale,
+                                                              float *y, const float *x, const int sq) {
     int64_t nb = nblocks(inner), ntask = outer * nb;
 #pragma omp parallel for schedule(static) if (outer * D * inner > RT_RD_PAR_MIN) /* over (outer, block) */
     for (int64_t t = 0; t < ntask; t++) {
@@ -27,8 +30,13 @@ void rt_reduce_sum_forward(int64_t outer, int64_t D, int64_t inner, double scale
         if (inner == 1) {
             const float *r = x + o * D;
             double s = 0;
+            if (sq) {
 #pragma omp simd reduction(+ : s)
-            for (int64_t d = 0; d < D; d++) s += r[d];
+                for (int64_t d = 0; d < D; d++) s += r[d] * r[d];
+            } else {
+#pragma omp simd reduction(+ : s)
+                for (int64_t d = 0; d < D; d++) s += r[d];
+            }
             y[o] = (float)(s * scale);
             continue;
         }
@@ -36,11 +44,20 @@ void rt_reduce_sum_forward(int64_t outer, int64_t D, int64_t inner, double scale
         double acc[RT_RD_BLOCK] = {0};
         for (int64_t d = 0; d < D; d++) {
             const float *r = x + (o * D + d) * inner + i0;
+            if (sq) {
 #pragma omp simd
-            for (int64_t i = 0; i < w; i++) acc[i] += r[i];
+                for (int64_t i = 0; i < w; i++) acc[i] += r[i] * r[i];
+            } else {
+#pragma omp simd
+                for (int64_t i = 0; i < w; i++) acc[i] += r[i];
+            }
         }
         for (int64_t i = 0; i < w; i++) y[o * inner + i0 + i] = (float)(acc[i] * scale);
     }
+}
+
+void rt_reduce_sum_forward(int64_t outer, int64_t D, int64_t inner, double scale, float *y, const float *x) {
+    sum_forward(outer, D, inner, scale, y, x, 0);
 }
 
 void rt_reduce_sum_forward_ref(int64_t outer, int64_t D, int64_t inner, double scale, float *y, const float *x) {
@@ -78,6 +95,46 @@ void rt_reduce_sum_backward_ref(int64_t outer, int64_t D, int64_t inner, float s
     for (int64_t o = 0; o < outer; o++)
         for (int64_t d = 0; d < D; d++)
             for (int64_t i = 0; i < inner; i++) gx[(o * D + d) * inner + i] += scale * gy[o * inner + i];
+}
+
+/* ---- sum of squares (attention maps: the mean over channels of f^2, without f^2 in memory) ---- */
+
+void rt_reduce_sumsq_forward(int64_t outer, int64_t D, int64_t inner, double scale, float *y, const float *x) {
+    sum_forward(outer, D, inner, scale, y, x, 1);
+}
+
+void rt_reduce_sumsq_forward_ref(int64_t outer, int64_t D, int64_t inner, double scale, float *y, const float *x) {
+    for (int64_t o = 0; o < outer; o++)
+        for (int64_t i = 0; i < inner; i++) {
+            double s = 0;
+            for (int64_t d = 0; d < D; d++) {
+                double v = x[(o * D + d) * inner + i];
+                s += v * v;
+            }
+            y[o * inner + i] = (float)(s * scale);
+        }
+}
+
+void rt_reduce_sumsq_backward(int64_t outer, int64_t D, int64_t inner, float scale, float *gx, const float *gy,
+                              const float *x) {
+    int64_t rows = outer * D;
+#pragma omp parallel for schedule(static) if (rows * inner > RT_RD_PAR_MIN) /* over (outer, D) rows of gx */
+    for (int64_t r = 0; r < rows; r++) {
+        const float *g = gy + (r / D) * inner, *xr = x + r * inner;
+        float *dst = gx + r * inner;
+#pragma omp simd
+        for (int64_t i = 0; i < inner; i++) dst[i] += 2.0f * xr[i] * (scale * g[i]);
+    }
+}
+
+void rt_reduce_sumsq_backward_ref(int64_t outer, int64_t D, int64_t inner, float scale, float *gx, const float *gy,
+                                  const float *x) {
+    for (int64_t o = 0; o < outer; o++)
+        for (int64_t d = 0; d < D; d++)
+            for (int64_t i = 0; i < inner; i++) {
+                int64_t k = (o * D + d) * inner + i;
+                gx[k] += (float)(2.0 * x[k] * scale * gy[o * inner + i]);
+            }
 }
 
 double rt_sum_all_f64(int64_t n, const float *x) {

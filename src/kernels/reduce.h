@@ -50,6 +50,14 @@ void rt_reduce_sum_forward_ref(int64_t outer, int64_t D, int64_t inner, double s
 void rt_reduce_sum_backward(int64_t outer, int64_t D, int64_t inner, float scale, float *gx, const float *gy);
 void rt_reduce_sum_backward_ref(int64_t outer, int64_t D, int64_t inner, float scale, float *gx, const float *gy);
 
+/* y = scale * sum over D of x^2 (overwrites y); gx += 2 x scale gy. */
+void rt_reduce_sumsq_forward(int64_t outer, int64_t D, int64_t inner, double scale, float *y, const float *x);
+void rt_reduce_sumsq_forward_ref(int64_t outer, int64_t D, int64_t inner, double scale, float *y, const float *x);
+void rt_reduce_sumsq_backward(int64_t outer, int64_t D, int64_t inner, float scale, float *gx, const float *gy,
+                              const float *x);
+void rt_reduce_sumsq_backward_ref(int64_t outer, int64_t D, int64_t inner, float scale, float *gx, const float *gy,
+                                  const float *x);
+
 /* x (outer,D,inner), y and idx (outer,inner): max along D and its first index (NaN wins); D >= 1.
  * Overwrites y and idx. */
 void rt_reduce_max_forward(int64_t outer, int64_t D, int64_t inner, float *y, int64_t *idx, const float *x);

@@ -78,6 +78,30 @@ rt_tensor *rt_mean(rt_ctx *ctx, rt_tensor *x, int dim, int keepdim) {
     return reduce_sum(ctx, &op_mean, x, dim, keepdim, 1);
 }
 
+/* ---- mean of squares along a dim ---- */
+
+static void mean_sq_backward(rt_ctx *ctx, rt_node *n) {
+    reduce_saved *s = n->saved;
+    float *gx = rt_grad_of(ctx, n->src[0]);
+    if (gx) rt_reduce_sumsq_backward(s->outer, s->D, s->inner, s->scale, gx, n->out->grad, n->src[0]->data);
+}
+static const rt_opdef op_mean_sq = {"mean_sq", mean_sq_backward};
+
+rt_tensor *rt_mean_sq(rt_ctx *ctx, rt_tensor *x, int dim, int keepdim) {
+    RT_OP_INPUTS(ctx, x);
+    reduce_saved s = {0};
+    int64_t sh[RT_MAX_DIMS];
+    int on = split_dim(ctx, op_mean_sq.name, x, dim, keepdim, &s, sh);
+    if (on < 0 || !(x = rt_need_contiguous(ctx, x))) return NULL;
+    rt_tensor *y = rt_empty(ctx, on, sh);
+    if (!y) return NULL;
+    double scale = 1.0 / (double)s.D;
+    s.scale = (float)scale;
+    rt_reduce_sumsq_forward(s.outer, s.D, s.inner, scale, y->data, x->data);
+    record_reduce(ctx, &op_mean_sq, y, x, &s);
+    return rt_status(ctx) ? NULL : y;
+}
+
 /* ---- whole-tensor sum and mean: 0-dim outputs ---- */
 
 static const rt_opdef op_sum_all = {"sum_all", sum_backward};
