@@ -264,7 +264,8 @@ static rt_tensor *one_step(rt_ctx *ctx, step_mode mode, rt_model *teacher, rt_mo
         teacher_forward(ctx, teacher, x, NULL, NULL);
         return NULL;
     }
-    rt_taps tt = {0}, ts = {0};
+    /* both models build only the taps AT reads, as rt_distiller_step asks of them */
+    rt_taps tt = {.want = k_at_taps, .nwant = 3}, ts = {.want = k_at_taps, .nwant = 3};
     rt_tensor *lt = NULL;
     if (mode == MODE_KD) lt = teacher_forward(ctx, teacher, x, &tt, keep);
     rt_scope_push(ctx, "student");

@@ -174,3 +174,44 @@ TEST(keep_errors) {
     rt_model_free(m);
     rt_ctx_free(ctx);
 }
+
+/* A forward given rt_taps.want builds only the wanted taps, and everything else comes out bitwise
+ * the same: the logits, the wanted taps and, in training mode, every parameter gradient (models then
+ * take the fused stage end instead of building the pre-activation). In eval mode without a graph
+ * the fused ends run in place: a wanted stage output must survive them. */
+TEST(taps_want_skips_unwanted_preacts) {
+    static const char *const archs[] = {"resnet8", "wrn_16_1", "ShuffleV1", "ShuffleV2"};
+    static const char *const want[] = {"layer2", "layer3"};
+    for (size_t a = 0; a < sizeof archs / sizeof archs[0]; a++)
+        for (int train = 0; train < 2; train++) {
+            rt_ctx *ctx = new_ctx();
+            rt_model *m = model(ctx, archs[a], 3);
+            CHECKF(m, "%s: %s", archs[a], rt_errmsg(ctx));
+            rt_model_train(m, train);
+            rt_set_grad_enabled(ctx, train);
+            float *x = malloc(B * 3 * HW * HW * sizeof(float));
+            rt_test_fill_normal(x, B * 3 * HW * HW, 11);
+            rt_tensor *xt = rt_wrap(ctx, x, 4, xshape);
+            float *g[2] = {NULL, NULL};
+            rt_tensor *l[2], *t[2][2];
+            rt_taps tp[2] = {{0}, {.want = want, .nwant = 2}};
+            for (int k = 0; k < 2; k++) {
+                l[k] = rt_model_forward(ctx, m, xt, &tp[k]);
+                CHECKF(l[k], "%s: %s", archs[a], rt_errmsg(ctx));
+                for (int i = 0; i < 2; i++) t[k][i] = rt_taps_get(&tp[k], want[i]);
+                if (!train) continue;
+                rt_params_zero_grad(&m->params);
+                rt_tensor *s = rt_add(ctx, rt_sum_all(ctx, l[k]), rt_mean_all(ctx, t[k][0]));
+                CHECK(rt_backward(ctx, s) == 0);
+                g[k] = malloc(m->params.n * sizeof(float));
+                memcpy(g[k], m->params.grad, m->params.n * sizeof(float));
+            }
+            CHECKF(same_bits(l[0], l[1]), "%s train %d: logits", archs[a], train);
+            for (int i = 0; i < 2; i++) CHECKF(same_bits(t[0][i], t[1][i]), "%s: tap %s", archs[a], want[i]);
+            CHECKF(rt_taps_get(&tp[0], "layer2.pre") && !rt_taps_get(&tp[1], "layer2.pre"), "%s", archs[a]);
+            if (train) CHECKF(!memcmp(g[0], g[1], m->params.n * sizeof(float)), "%s: gradients", archs[a]);
+            free(g[0]), free(g[1]), free(x);
+            rt_model_free(m);
+            rt_ctx_free(ctx);
+        }
+}

@@ -62,9 +62,15 @@ typedef struct rt_taps {
     int n;
     const char *name[RT_MAX_TAPS];
     rt_tensor *t[RT_MAX_TAPS];
+    /* Optional, set by the caller: the names of the taps it will read (nwant of them; want NULL:
+     * all). A model may then skip work that only an unwanted tap needs, such as a stage's
+     * pre-activation, which costs the fused BN + add + ReLU at the stage's end. */
+    const char *const *want;
+    int nwant;
 } rt_taps;
-void rt_taps_put(rt_taps *taps, const char *name, rt_tensor *t); /* no-op when taps is NULL */
+void rt_taps_put(rt_taps *taps, const char *name, rt_tensor *t); /* no-op when taps or t is NULL */
 rt_tensor *rt_taps_get(const rt_taps *taps, const char *name);
+int rt_taps_wants(const rt_taps *taps, const char *name); /* taps given, and name wanted (or want NULL) */
 
 /* ---- modules ---- */
 

@@ -531,7 +531,7 @@ static rt_tensor *aggregate(rt_ctx *ctx, rt_distiller *d, rt_tensor **L, float *
 int rt_distiller_step(rt_ctx *ctx, rt_distiller *d, rt_tensor *xt, const int32_t *y, const int64_t *idx, int want_cos,
                       int64_t epoch, int64_t step, rt_distill_step_out *o) {
     const rt_distill_cfg *cfg = d->cfg;
-    rt_taps tt = {0}, ts = {0};
+    rt_taps tt = {0}, ts = {.want = d->tkeep, .nwant = d->ntkeep}; /* the paths read the same names of both */
     rt_scope_push(ctx, "teacher");
     rt_tensor *lt = rt_model_forward_keep(ctx, d->teacher, xt, d->tkeep, d->ntkeep, &tt, &d->tbuf);
     rt_scope_pop(ctx);

@@ -123,7 +123,7 @@ rt_tensor *rt_model_forward_keep(rt_ctx *ctx, rt_model *m, rt_tensor *x, const c
             shape[0] = b;
             xs = rt_wrap(ctx, x->data + i0 * xper, x->ndim, shape);
         }
-        rt_taps taps = {0};
+        rt_taps taps = {.want = names, .nwant = nkeep};
         rt_tensor *src[RT_MAX_TAPS + 1];
         src[nkeep] = rt_model_forward(ctx, m, xs, &taps);
         for (int i = 0; i < nkeep && src[nkeep]; i++)

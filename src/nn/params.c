@@ -165,7 +165,7 @@ void rt_params_lookahead(const rt_paramset *ps, float *dst, float xi, const floa
 /* ---- feature taps ---- */
 
 void rt_taps_put(rt_taps *taps, const char *name, rt_tensor *t) {
-    if (!taps) return;
+    if (!taps || !t) return; /* an unwanted tap a model skipped, or an op that failed (the error is in ctx) */
     for (int i = 0; i < taps->n; i++)
         if (strcmp(taps->name[i], name) == 0) {
             taps->t[i] = t;
@@ -175,6 +175,14 @@ void rt_taps_put(rt_taps *taps, const char *name, rt_tensor *t) {
     if (taps->n >= RT_MAX_TAPS) return;
     taps->name[taps->n] = name;
     taps->t[taps->n++] = t;
+}
+
+int rt_taps_wants(const rt_taps *taps, const char *name) {
+    if (!taps) return 0;
+    if (!taps->want) return 1;
+    for (int i = 0; i < taps->nwant; i++)
+        if (strcmp(taps->want[i], name) == 0) return 1;
+    return 0;
 }
 
 rt_tensor *rt_taps_get(const rt_taps *taps, const char *name) {

@@ -80,7 +80,8 @@ static rt_tensor *resnet_forward(rt_module *m, rt_ctx *ctx, rt_tensor *x, rt_tap
         rt_module *stage = r->layer[s];
         rt_taps last = {0};
         for (int i = 0; i < stage->nchildren && x; i++)
-            x = rt_module_forward(stage->children[i], ctx, x, taps && i == stage->nchildren - 1 ? &last : NULL);
+            x = rt_module_forward(stage->children[i], ctx, x,
+                                  i == stage->nchildren - 1 && rt_taps_wants(taps, stage_pre[s]) ? &last : NULL);
         rt_taps_put(taps, stage_pre[s], rt_taps_get(&last, "pre"));
         rt_taps_put(taps, stage_name[s], x);
     }

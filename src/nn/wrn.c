@@ -85,17 +85,18 @@ static rt_tensor *wrn_forward(rt_module *m, rt_ctx *ctx, rt_tensor *x, rt_taps *
         rt_module *stage = w->stage[s];
         for (int i = 0; i < stage->nchildren && x; i++) {
             rt_taps first = {0};
-            x = rt_module_forward(stage->children[i], ctx, x, taps && i == 0 && s > 0 ? &first : NULL);
+            int want = i == 0 && s > 0 && rt_taps_wants(taps, stage_pre[s - 1]);
+            x = rt_module_forward(stage->children[i], ctx, x, want ? &first : NULL);
             if (i == 0 && s > 0) rt_taps_put(taps, stage_pre[s - 1], rt_taps_get(&first, "bn1"));
         }
         rt_taps_put(taps, stage_out[s], x);
     }
-    if (taps) {
+    if (rt_taps_wants(taps, stage_pre[2])) {
         rt_tensor *pre = rt_module_forward(w->bn1, ctx, x, NULL);
         rt_taps_put(taps, stage_pre[2], pre);
         x = rt_relu(ctx, pre);
-    } else { /* x, the last block's sum, is nobody else's: in place when nothing is recorded */
-        x = rt_nn_batchnorm_relu(w->bn1, ctx, x, NULL, 1);
+    } else { /* x, the last block's sum, is nobody else's (unless it is a tap): in place when nothing is recorded */
+        x = rt_nn_batchnorm_relu(w->bn1, ctx, x, NULL, taps == NULL);
     }
     /* RepDistiller pools with avg_pool2d(8), defined only for 32x32 inputs (8x8 after the stages).
      * Adaptive pooling to 1x1 is the same there and also serves 28x28 (Fashion-MNIST). */
