@@ -5,6 +5,7 @@
 #include "retort/retort.h"
 #include "test.h"
 #include "test_util.h"
+#include "test_conv_epi.h"
 
 #include "fixtures/conv_torch.h"
 
@@ -47,6 +48,7 @@ static const cfg cfgs[] = {
     {2, 8, 1, 1, 4, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 0, "1x1 image, 3x3 pad 1"},
     {3, 24, 2, 2, 20, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 0, "2x2 images, 24 -> 20 channels"},
     {2, 4, 3, 3, 4, 3, 3, 2, 2, 1, 1, 1, 1, 1, 0, 0, "3x3 image, stride 2"},
+    {2, 16, 7, 10, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 0, "16 channels 3x3 on 7x10: partial Winograd tiles"},
 };
 
 static double run_cfg(const cfg *c, char *why) {
@@ -76,13 +78,13 @@ static double run_cfg(const cfg *c, char *why) {
     rt_conv2d_backward_data(&s, gi2, gout, w, ws);
     rt_conv2d_backward_weight_ref(&s, gw1, c->bias ? gb1 : NULL, gout, in);
     rt_conv2d_backward_weight(&s, gw2, c->bias ? gb2 : NULL, gout, in, ws);
-    double e[4] = {rt_test_maxrel(o1, o2, nout), rt_test_maxrel(gi1, gi2, nin), rt_test_maxrel(gw1, gw2, nw),
-                   rt_test_maxrel(gb1, gb2, s.OC)};
-    sprintf(why, "%s: forward %.2g, backward-data %.2g, backward-weight %.2g, bias %.2g", c->what, e[0], e[1], e[2],
-            e[3]);
+    double e[5] = {rt_test_maxrel(o1, o2, nout), rt_test_maxrel(gi1, gi2, nin), rt_test_maxrel(gw1, gw2, nw),
+                   rt_test_maxrel(gb1, gb2, s.OC), rt_test_conv_epi_err(&s, in, w, bias, o1, ws)};
+    sprintf(why, "%s: forward %.2g, backward-data %.2g, backward-weight %.2g, bias %.2g, epilogue %.2g", c->what, e[0],
+            e[1], e[2], e[3], e[4]);
     free(in), free(w), free(b), free(gout), free(o1), free(o2), free(gi1), free(gi2);
     free(gw1), free(gw2), free(gb1), free(gb2), free(ws);
-    return fmax(fmax(e[0], e[1]), fmax(e[2], e[3]));
+    return fmax(fmax(fmax(e[0], e[1]), fmax(e[2], e[3])), e[4]);
 }
 
 /* Every ISA the CPU has (RETORT_ISA caps the choice; on a CPU without one the cap is a no-op). */

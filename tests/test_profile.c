@@ -225,8 +225,8 @@ TEST(profile_outside_ops_and_regions) {
     int64_t calls;
     double outside = rt_profile_ms(ctx, "(outside ops)", NULL, RT_PROF_OTHER, NULL);
     CHECKF(outside >= 30, "outside ops %.3f ms", outside);
-    CHECK(rt_profile_ms(ctx, "conv2d", "teacher.conv1", RT_PROF_FWD, &calls) < 30 && calls == 1);
-    CHECK(rt_profile_ms(ctx, "conv2d", "teacher", RT_PROF_FWD, &calls) > 0 && calls == 9);
+    CHECK(rt_profile_ms(ctx, "conv2d_bn_eval", "teacher.conv1", RT_PROF_FWD, &calls) < 30 && calls == 1);
+    CHECK(rt_profile_ms(ctx, "conv2d_bn_eval", "teacher", RT_PROF_FWD, &calls) > 0 && calls == 9);
     CHECK(rt_profile_ms(ctx, "sleepy", NULL, RT_PROF_OTHER, &calls) >= 20 && calls == 1);
     rt_profile_ms(ctx, "parallel", NULL, -1, &calls);
     CHECK(calls == 0);

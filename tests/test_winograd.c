@@ -15,6 +15,7 @@
 #include "retort/retort.h"
 #include "test.h"
 #include "test_util.h"
+#include "test_conv_epi.h"
 
 static double tolerance(int m) { return m == 4 ? 6e-6 : 1e-6; }
 
@@ -68,7 +69,7 @@ static double run_wino(const wcfg *c, int m, char *why, float *out_keep, float *
     void *ws = aligned_alloc(64, (wsb + 63) / 64 * 64);
     memset(ws, 0xff, wsb);
     rt_conv2d_forward_ref(&s, o1, in, w, bias);
-    rt_wino_forward(&s, m, o2, in, w, bias, ws);
+    rt_wino_forward(&s, m, o2, in, w, bias, NULL, ws);
     rt_conv2d_backward_data_ref(&s, g1, gout, w);
     rt_wino_backward_data(&s, m, g2, gout, w, ws);
     /* the data gradient's error relative to the accumulated part alone: subtract the start */
@@ -227,11 +228,11 @@ TEST(comparison_catches_a_wrong_result) {
     rt_conv2d_forward_ref(&s, o1, in, w, NULL);
     void *ws = aligned_alloc(64, (rt_wino_forward_workspace(&s, 4) + 63) / 64 * 64);
     w[100] += 1e-3f;
-    rt_wino_forward(&s, 4, o2, in, w, NULL, ws);
+    rt_wino_forward(&s, 4, o2, in, w, NULL, NULL, ws);
     double e1 = rt_test_maxrel(o1, o2, nout);
     w[100] -= 1e-3f;
     for (int64_t i = 0; i < 64; i++) in[5 * 64 + i] = 0; /* channel 5 of sample 0 */
-    rt_wino_forward(&s, 4, o2, in, w, NULL, ws);
+    rt_wino_forward(&s, 4, o2, in, w, NULL, NULL, ws);
     double e2 = rt_test_maxrel(o1, o2, nout);
     CHECKF(e1 > 10 * tolerance(4) && e2 > 10 * tolerance(4), "changed weight %.2g, dropped channel %.2g", e1, e2);
     free(in), free(w), free(o1), free(o2), free(ws);
@@ -273,10 +274,12 @@ static double run_conv(const wcfg *c, char *why) {
     rt_conv2d_backward_data(&s, g2, gout, w, ws);
     rt_conv2d_backward_weight_ref(&s, gw1, NULL, gout, in);
     rt_conv2d_backward_weight(&s, gw2, NULL, gout, in, ws);
-    double e[3] = {rt_test_maxrel(o1, o2, nout), rt_test_maxrel(g1, g2, nin), rt_test_maxrel(gw1, gw2, nw)};
-    sprintf(why, "%s: forward %.2g, backward-data %.2g, backward-weight %.2g", c->what, e[0], e[1], e[2]);
+    double e[4] = {rt_test_maxrel(o1, o2, nout), rt_test_maxrel(g1, g2, nin), rt_test_maxrel(gw1, gw2, nw),
+                   rt_test_conv_epi_err(&s, in, w, b, o1, ws)};
+    sprintf(why, "%s: forward %.2g, backward-data %.2g, backward-weight %.2g, epilogue %.2g", c->what, e[0], e[1], e[2],
+            e[3]);
     free(in), free(w), free(b), free(gout), free(o1), free(o2), free(g1), free(g2), free(gw1), free(gw2), free(ws);
-    return fmax(fmax(e[0], e[1]), e[2]);
+    return fmax(fmax(e[0], e[1]), fmax(e[2], e[3]));
 }
 
 TEST(conv_dispatch_every_algorithm) {

@@ -32,6 +32,15 @@ typedef struct rt_conv2d_args {
 } rt_conv2d_args;
 /* x (N,C,H,W), w (OC,C/groups,KH,KW), bias (OC) or NULL -> (N,OC,OH,OW). */
 rt_tensor *rt_conv2d(rt_ctx *ctx, rt_tensor *x, rt_tensor *w, rt_tensor *bias, const rt_conv2d_args *a);
+/* Eval-mode conv -> batch norm (-> + residual) (-> ReLU) as one forward-only op: the batch norm
+ * (gamma, beta (OC) or NULL, running mean and var, eps) folded into a copy of the weights,
+ * w * gamma / sqrt(var + eps), and a bias, beta + (bias - mean) * gamma / sqrt(var + eps), made anew
+ * on every call; the residual (the output's shape, or NULL) and the ReLU applied as the convolution
+ * writes (rt_conv2d_forward_epi). The result equals the unfused ops up to rounding. Records nothing:
+ * an error (RT_ESTATE) where a node would be recorded (grad mode on and an input requires a gradient). */
+rt_tensor *rt_conv2d_bn_eval(rt_ctx *ctx, rt_tensor *x, rt_tensor *w, rt_tensor *bias, const rt_conv2d_args *a,
+                             rt_tensor *gamma, rt_tensor *beta, const float *running_mean, const float *running_var,
+                             float eps, rt_tensor *residual, int relu);
 /* Pooling as PyTorch's (avg: count_include_pad = true; no ceil_mode; stride 0 = the window size).
  * Max-pool ties: first wins. */
 rt_tensor *rt_maxpool2d(rt_ctx *ctx, rt_tensor *x, int kh, int kw, int sh, int sw, int ph, int pw);

@@ -517,7 +517,7 @@ static void dw_backward_weight(const rt_conv2d_shape *s, float *gw, const float 
 /* ---- direct path (one group, SIMD) ---- */
 
 typedef void (*convd_forward_fn)(const rt_convd *, const float *, const float *, const float *, float *, int64_t,
-                                 int64_t, int);
+                                 int64_t, int, const rt_conv_epi *);
 typedef void (*convd_wgrad_fn)(const rt_convd *, const float *, const float *, int64_t, int64_t, int64_t, float *);
 
 static convd_forward_fn pick_forward(void) {
@@ -604,9 +604,9 @@ static void pad_channel(const direct_geom *g, const float *src, float *dst) {
         }
 }
 
-/* out (N,OC,OH,OW) = bias + conv (or += conv) of src (N,C,H0,W0). */
+/* out (N,OC,OH,OW) = act(bias + conv + res) (or += conv) of src (N,C,H0,W0); epi may be NULL. */
 static void direct_forward(const rt_conv2d_shape *s, const direct_geom *g, float *out, const float *src, const float *w,
-                           const float *bias, void *ws, int accumulate) {
+                           const float *bias, const rt_conv_epi *epi, void *ws, int accumulate) {
     direct_ws L = direct_layout(g, s->N, 0);
     float *wpk = (float *)((char *)ws + L.wpk), *pad = (float *)((char *)ws + L.pad);
     rt_convd d = make_convd(g, ws);
@@ -619,9 +619,11 @@ static void direct_forward(const rt_conv2d_shape *s, const direct_geom *g, float
     int64_t nob = (g->OC + RT_CONVD_OCB - 1) / RT_CONVD_OCB, osz = g->OC * g->OH * g->OW;
 #pragma omp parallel for collapse(2) schedule(static) /* over (sample, block of 8 output channels) */
     for (int64_t n = 0; n < N; n++)
-        for (int64_t b = 0; b < nob; b++)
+        for (int64_t b = 0; b < nob; b++) {
+            rt_conv_epi e = {epi && epi->res ? epi->res + n * osz : NULL, epi && epi->relu};
             fn(&d, pad + n * geom_sample(g), wpk, bias, out + n * osz, b * RT_CONVD_OCB,
-               min64((b + 1) * RT_CONVD_OCB, g->OC), accumulate);
+               min64((b + 1) * RT_CONVD_OCB, g->OC), accumulate, epi ? &e : NULL);
+        }
 }
 
 /* gw (OC,C,KH,KW) += weight gradient. Each thread takes an even, ordered share of the samples,
@@ -738,7 +740,7 @@ static void phase_backward_data(const rt_conv2d_shape *s, float *gin, const floa
             for (int64_t n = 0; n < N; n++)
                 for (int64_t b = 0; b < nob; b++)
                     fn(&d, gpad + n * OC * plane, wpk, NULL, po + n * C * Hr * Wr, b * RT_CONVD_OCB,
-                       min64((b + 1) * RT_CONVD_OCB, C), 0);
+                       min64((b + 1) * RT_CONVD_OCB, C), 0, NULL);
         }
 #pragma omp parallel for schedule(static) /* over (sample, input channel) planes */
     for (int64_t q = 0; q < N * C; q++) {
@@ -759,22 +761,48 @@ static void phase_backward_data(const rt_conv2d_shape *s, float *gin, const floa
 
 /* ---- public kernels ---- */
 
+/* out = act(out + b + res) per output channel, in a pass over the output (the paths whose kernels
+ * have no epilogue) */
+static void epilogue_pass(const rt_conv2d_shape *s, float *out, const float *bias, const rt_conv_epi *epi) {
+    const int64_t OHW = s->OH * s->OW;
+    const float *res = epi ? epi->res : NULL;
+    const int relu = epi && epi->relu;
+#pragma omp parallel for collapse(2) schedule(static) /* over (sample, out channel) */
+    for (int64_t n = 0; n < s->N; n++)
+        for (int64_t oc = 0; oc < s->OC; oc++) {
+            float *o = out + (n * s->OC + oc) * OHW, b0 = bias ? bias[oc] : 0.0f;
+            const float *r = res ? res + (n * s->OC + oc) * OHW : NULL;
+            for (int64_t i = 0; i < OHW; i++) {
+                float v = o[i] + b0;
+                if (r) v += r[i];
+                o[i] = relu ? (v > 0.0f ? v : 0.0f) : v;
+            }
+        }
+}
+
 // in (N,C,H,W), w (OC,C/g,KH,KW), bias (OC) or NULL, out (N,OC,OH,OW); overwrites out
 void rt_conv2d_forward(const rt_conv2d_shape *s, float *out, const float *in, const float *w, const float *bias,
                        void *ws) {
+    rt_conv2d_forward_epi(s, out, in, w, bias, NULL, ws);
+}
+
+void rt_conv2d_forward_epi(const rt_conv2d_shape *s, float *out, const float *in, const float *w, const float *bias,
+                           const rt_conv_epi *epi, void *ws) {
     if (s->N == 0) return;
+    if (epi && !epi->res && !epi->relu) epi = NULL;
     if (is_depthwise(s)) {
         dw_forward(s, out, in, w, bias);
+        if (epi) epilogue_pass(s, out, NULL, epi);
         return;
     }
     int m = wino_tile(s);
     if (m) {
-        rt_wino_forward(s, m, out, in, w, bias, ws);
+        rt_wino_forward(s, m, out, in, w, bias, epi, ws);
         return;
     }
     if (use_direct(s)) {
         direct_geom g = geom_forward(s);
-        direct_forward(s, &g, out, in, w, bias, ws, 0);
+        direct_forward(s, &g, out, in, w, bias, epi, ws, 0);
         return;
     }
     int64_t G = s->groups, Cg = s->C / G, OCg = s->OC / G, Kg = Cg * s->KH * s->KW, OHW = s->OH * s->OW;
@@ -801,14 +829,7 @@ void rt_conv2d_forward(const rt_conv2d_shape *s, float *out, const float *in, co
                     memcpy(out + ((n0 + b) * s->OC + oc) * OHW, stage + oc * ld + b * OHW, (size_t)OHW * sizeof(float));
         }
     }
-    if (bias) {
-#pragma omp parallel for collapse(2) schedule(static) /* over (sample, out channel) */
-        for (int64_t n = 0; n < s->N; n++)
-            for (int64_t oc = 0; oc < s->OC; oc++) {
-                float *o = out + (n * s->OC + oc) * OHW, b0 = bias[oc];
-                for (int64_t i = 0; i < OHW; i++) o[i] += b0;
-            }
-    }
+    if (bias || epi) epilogue_pass(s, out, bias, epi);
 }
 
 // gout (N,OC,OH,OW), w (OC,C/g,KH,KW), gin (N,C,H,W); accumulates into gin
@@ -825,7 +846,7 @@ void rt_conv2d_backward_data(const rt_conv2d_shape *s, float *gin, const float *
     }
     if (use_direct_data(s)) {
         direct_geom g = geom_data(s);
-        direct_forward(s, &g, gin, gout, w, NULL, ws, 1);
+        direct_forward(s, &g, gin, gout, w, NULL, NULL, ws, 1);
         return;
     }
     if (use_phase_data(s)) {

@@ -37,6 +37,17 @@ void rt_conv2d_backward_weight_ref(const rt_conv2d_shape *s, float *gw, float *g
 size_t rt_conv2d_workspace(const rt_conv2d_shape *s);
 void rt_conv2d_forward(const rt_conv2d_shape *s, float *out, const float *in, const float *w, const float *bias,
                        void *ws);
+
+/* An epilogue a forward applies as it writes: out = act(conv + bias + res), res (N,OC,OH,OW) like
+ * out or NULL, act ReLU when relu (NaN gives 0) or the identity. The Winograd and direct kernels do
+ * it on the tile they have in registers (an eval-mode conv + BN + residual + ReLU writes its
+ * activation once); the other paths in a pass over the output. res may not alias out. */
+typedef struct rt_conv_epi {
+    const float *res;
+    int relu;
+} rt_conv_epi;
+void rt_conv2d_forward_epi(const rt_conv2d_shape *s, float *out, const float *in, const float *w, const float *bias,
+                           const rt_conv_epi *epi, void *ws);
 void rt_conv2d_backward_data(const rt_conv2d_shape *s, float *gin, const float *gout, const float *w, void *ws);
 void rt_conv2d_backward_weight(const rt_conv2d_shape *s, float *gw, float *gb, const float *gout, const float *in,
                                void *ws);

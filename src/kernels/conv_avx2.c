@@ -11,6 +11,7 @@ typedef __m256 vf;
 #define VSTORE(p, v) _mm256_storeu_ps(p, v)
 #define VSET1(x) _mm256_set1_ps(x)
 #define VFMA(a, b, c) _mm256_fmadd_ps(a, b, c)
+#define VMAX(a, b) _mm256_max_ps(a, b)
 #define OCB_F 4 /* 4 x 3 accumulators of 16 registers */
 #define NV_F 3
 #define OCB_W 4 /* 4 x 3 accumulators */

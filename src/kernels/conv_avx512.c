@@ -11,6 +11,7 @@ typedef __m512 vf;
 #define VSTORE(p, v) _mm512_storeu_ps(p, v)
 #define VSET1(x) _mm512_set1_ps(x)
 #define VFMA(a, b, c) _mm512_fmadd_ps(a, b, c)
+#define VMAX(a, b) _mm512_max_ps(a, b)
 #define VHSUM(v) _mm512_reduce_add_ps(v)
 #define OCB_F 8 /* 8 x 3 accumulators of 32 registers */
 #define NV_F 3

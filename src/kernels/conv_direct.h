@@ -13,6 +13,8 @@
 #define RT_KERNELS_CONV_DIRECT_H
 #include <stdint.h>
 
+#include "kernels/conv.h"
+
 /* Packed weights come in blocks of RT_CONVD_OCB output channels: wpk[(o / 8) * Kp * 8 + k * 8 + o % 8],
  * zero for the padding rows. An ISA's register tiles must divide these blocks: its forward tile's
  * channels divide RT_CONVD_OCB, its weight-gradient tile divides (RT_CONVD_OCB, RT_CONVD_KB). */
@@ -34,11 +36,12 @@ typedef struct rt_convd {
 #define RT_CONVD_TILE_SLACK 256
 
 /* Output channels [oc0, oc1) (oc0 a multiple of RT_CONVD_OCB) of one padded sample in:
- * out (OC,OH,OW) = bias + conv, or out += conv when accumulate (bias ignored). */
+ * out (OC,OH,OW) = bias + conv, or out += conv when accumulate (bias and epi ignored); epi (NULL:
+ * none) as in conv.h, its res the sample's (OC,OH,OW). */
 void rt_convd_forward_avx2(const rt_convd *d, const float *in, const float *wpk, const float *bias, float *out,
-                           int64_t oc0, int64_t oc1, int accumulate);
+                           int64_t oc0, int64_t oc1, int accumulate, const rt_conv_epi *epi);
 void rt_convd_forward_avx512(const rt_convd *d, const float *in, const float *wpk, const float *bias, float *out,
-                             int64_t oc0, int64_t oc1, int accumulate);
+                             int64_t oc0, int64_t oc1, int accumulate, const rt_conv_epi *epi);
 /* gw (OCp,Kp) += sum over nsamp samples of gv (OCp,Qs) @ col^T; sample i's gradient is at
  * gv + i*gv_stride and its padded input at in + i*in_stride. gv is the output gradient laid out by
  * virtual position, zero in the dropped columns, in the tail [Q,Qs) and in the padding rows. */

@@ -2,7 +2,8 @@
  * normal header: conv_avx2.c and conv_avx512.c each define the vector API below and include it
  * once, so the same loops compile to each ISA.
  *   vf, VW                 vector type and its width in floats
- *   VZERO, VLOAD, VSTORE, VSET1, VFMA(a,b,c) = a*b+c, VHSUM (horizontal sum, fixed order)
+ *   VZERO, VLOAD, VSTORE, VSET1, VFMA(a,b,c) = a*b+c, VMAX(a,b) (b where a is NaN), VHSUM (horizontal
+ *                          sum, fixed order)
  *   OCB_F x NV_F           forward register tile: output channels x vectors of positions
  *   OCB_W x KB_W           weight-gradient register tile: output channels x (channel, tap) pairs
  *   SFX(name)              appends the ISA suffix */
@@ -42,20 +43,38 @@ static inline __attribute__((always_inline)) void SFX(fwd_tile)(const float *src
         for (int v = 0; v < nv; v++) VSTORE(tmp + o * QT + v * VW, acc[o][v]);
 }
 
-/* dst[0..n) = t + b, or dst += t */
-static inline void SFX(put_row)(float *dst, const float *t, int64_t n, float b, int accumulate) {
+/* dst[0..n) = t + b, or dst += t; with the epilogue (res: the residual's row or NULL; relu),
+ * dst = act(t + b + res) */
+static inline void SFX(put_row)(float *dst, const float *t, int64_t n, float b, int accumulate, const float *res,
+                                int relu) {
     vf bv = VSET1(b);
     int64_t j = 0;
-    if (accumulate)
+    if (accumulate) {
         for (; j + VW <= n; j += VW) VSTORE(dst + j, VLOAD(dst + j) + VLOAD(t + j));
-    else
+    } else if (res || relu) {
+        vf zero = VZERO();
+        for (; j + VW <= n; j += VW) {
+            vf v = VLOAD(t + j) + bv;
+            if (res) v = v + VLOAD(res + j);
+            VSTORE(dst + j, relu ? VMAX(v, zero) : v);
+        }
+        for (; j < n; j++) {
+            float v = t[j] + b;
+            if (res) v += res[j];
+            dst[j] = relu ? (v > 0.0f ? v : 0.0f) : v;
+        }
+        return;
+    } else {
         for (; j + VW <= n; j += VW) VSTORE(dst + j, VLOAD(t + j) + bv);
+    }
     for (; j < n; j++) dst[j] = accumulate ? dst[j] + t[j] : t[j] + b;
 }
 
 // in: padded sample (C planes), wpk: packed weights, out (OC,OH,OW); see conv_direct.h
 void SFX(rt_convd_forward)(const rt_convd *d, const float *in, const float *wpk, const float *bias, float *out,
-                           int64_t oc0, int64_t oc1, int accumulate) {
+                           int64_t oc0, int64_t oc1, int accumulate, const rt_conv_epi *epi) {
+    const float *res = epi && !accumulate ? epi->res : NULL;
+    const int relu = epi && !accumulate && epi->relu;
     const int64_t K = d->K, Kp = d->Kp, Q = d->Q, Wp = d->Wp, OW = d->OW, OHW = d->OH * d->OW;
     float tmp[OCB_F * QT] __attribute__((aligned(64)));
     for (int64_t o0 = oc0; o0 < oc1; o0 += OCB_F) {
@@ -76,9 +95,11 @@ void SFX(rt_convd_forward)(const rt_convd *d, const float *in, const float *wpk,
             for (int64_t q = q0; q < qe;) {
                 int64_t oh = q / Wp, rs = oh * Wp, ow = q - rs;
                 int64_t re = rs + Wp < qe ? rs + Wp : qe, ve = rs + OW < re ? rs + OW : re;
-                for (int64_t o = 0; o < no && q < ve; o++) SFX(put_row)
-                (out + (o0 + o) * OHW + oh * OW + ow, tmp + o * QT + (q - q0), ve - q, bias ? bias[o0 + o] : 0.0f,
-                 accumulate);
+                for (int64_t o = 0; o < no && q < ve; o++) {
+                    int64_t at = (o0 + o) * OHW + oh * OW + ow;
+                    SFX(put_row)(out + at, tmp + o * QT + (q - q0), ve - q, bias ? bias[o0 + o] : 0.0f, accumulate,
+                                 res ? res + at : NULL, relu);
+                }
                 q = re;
             }
         }

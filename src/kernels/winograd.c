@@ -113,9 +113,11 @@ static void gemm_generic(const rt_wino_blk *b, const float *U, const float *V, f
         }
 }
 
-// M (alpha^2, o1 - o0, TB), out: the tiles' outputs; out = bias + conv, or += conv when accumulate
+// M (alpha^2, o1 - o0, TB), out: the tiles' outputs; out = act(bias + conv + res), or += conv when accumulate
 static void out_generic(const rt_wino_blk *b, const float *M, float *out, const float *bias, int64_t o0, int64_t o1,
-                        int accumulate) {
+                        int accumulate, const rt_conv_epi *epi) {
+    const float *res = epi && !accumulate ? epi->res : NULL;
+    const int relu = epi && !accumulate && epi->relu;
     const int m = b->m, A = m + 2;
     const float *at = m == 4 ? &AT4[0][0] : &AT2[0][0];
     for (int64_t o = o0; o < o1 && o < b->Cout; o++)
@@ -134,7 +136,10 @@ static void out_generic(const rt_wino_blk *b, const float *M, float *out, const 
                 for (int s = 0; s < b->cols[t]; s++) {
                     float a = 0;
                     for (int i = 0; i < A; i++) a += at[r * A + i] * p[i][s];
-                    dst[r * b->OW + s] = accumulate ? dst[r * b->OW + s] + a : a + b0;
+                    int64_t k = r * b->OW + s;
+                    float v = accumulate ? dst[k] + a : a + b0;
+                    if (res) v += res[dst + k - out];
+                    dst[k] = relu ? (v > 0.0f ? v : 0.0f) : v;
                 }
         }
 }
@@ -203,7 +208,8 @@ static void wgemm_generic(const rt_wino_blk *b, int64_t Cin, int64_t OCq, const 
 
 typedef void (*in_fn)(const rt_wino_blk *, const float *, float *, float *);
 typedef void (*gemm_fn)(const rt_wino_blk *, const float *, const float *, float *, int64_t, int64_t);
-typedef void (*out_fn)(const rt_wino_blk *, const float *, float *, const float *, int64_t, int64_t, int);
+typedef void (*out_fn)(const rt_wino_blk *, const float *, float *, const float *, int64_t, int64_t, int,
+                       const rt_conv_epi *);
 typedef void (*filters_fn)(int, int, int64_t, int64_t, int64_t, const float *, float *, int64_t);
 typedef void (*wgemm_fn)(const rt_wino_blk *, int64_t, int64_t, const float *, int64_t, const float *, int64_t,
                          float *);
@@ -302,8 +308,8 @@ static void transform_filters(const wgeom *g, const wkern *k, const float *w, fl
 }
 
 // src (N,Cin,H0,W0), w (see transform_filters), out (N,Cout,OH,OW): out = bias + conv, or += conv
-static void wino_run(const wgeom *g, float *out, const float *src, const float *w, const float *bias, void *ws,
-                     int accumulate) {
+static void wino_run(const wgeom *g, float *out, const float *src, const float *w, const float *bias,
+                     const rt_conv_epi *epi, void *ws, int accumulate) {
     wkern k = pick_kernels();
     float *U = ws;
     transform_filters(g, &k, w, U);
@@ -359,21 +365,21 @@ static void wino_run(const wgeom *g, float *out, const float *src, const float *
             for (int64_t o0 = 0; o0 < g->OCp; o0 += g->OCc) {
                 int64_t o1 = min64(o0 + g->OCc, g->OCp);
                 k.gemm(&b, U, V, M, o0, o1);
-                k.out(&b, M, out, bias, o0, o1, accumulate);
+                k.out(&b, M, out, bias, o0, o1, accumulate, epi);
             }
         }
     }
 }
 
 void rt_wino_forward(const rt_conv2d_shape *s, int m, float *out, const float *in, const float *w, const float *bias,
-                     void *ws) {
+                     const rt_conv_epi *epi, void *ws) {
     wgeom g = geom_forward(s, m);
-    wino_run(&g, out, in, w, bias, ws, 0);
+    wino_run(&g, out, in, w, bias, epi, ws, 0);
 }
 
 void rt_wino_backward_data(const rt_conv2d_shape *s, int m, float *gin, const float *gout, const float *w, void *ws) {
     wgeom g = geom_data(s, m);
-    wino_run(&g, gin, gout, w, NULL, ws, 1);
+    wino_run(&g, gin, gout, w, NULL, NULL, ws, 1);
 }
 
 /* ---- the weight gradient ---- */

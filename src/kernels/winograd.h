@@ -44,9 +44,10 @@ int rt_wino_eligible(const rt_conv2d_shape *s);
 size_t rt_wino_forward_workspace(const rt_conv2d_shape *s, int m);
 size_t rt_wino_backward_data_workspace(const rt_conv2d_shape *s, int m);
 
-/* in (N,C,H,W), w (OC,C,3,3), bias (OC) or NULL, out (N,OC,OH,OW); overwrites out. */
+/* in (N,C,H,W), w (OC,C,3,3), bias (OC) or NULL, out (N,OC,OH,OW); overwrites out, through the
+ * epilogue epi (conv.h; NULL: none). */
 void rt_wino_forward(const rt_conv2d_shape *s, int m, float *out, const float *in, const float *w, const float *bias,
-                     void *ws);
+                     const rt_conv_epi *epi, void *ws);
 /* gout (N,OC,OH,OW), w (OC,C,3,3), gin (N,C,H,W); accumulates into gin. */
 void rt_wino_backward_data(const rt_conv2d_shape *s, int m, float *gin, const float *gout, const float *w, void *ws);
 
@@ -97,12 +98,12 @@ void rt_wino_in_avx512(const rt_wino_blk *b, const float *src, float *pad, float
 // overwrites M
 void rt_wino_gemm_avx2(const rt_wino_blk *b, const float *U, const float *V, float *M, int64_t o0, int64_t o1);
 void rt_wino_gemm_avx512(const rt_wino_blk *b, const float *U, const float *V, float *M, int64_t o0, int64_t o1);
-// M as above, out: channels [o0, o1) of the tiles' outputs (at out + tout[t]); out = bias + conv, or += conv when
-// accumulate
+// M as above, out: channels [o0, o1) of the tiles' outputs (at out + tout[t]); out = act(bias + conv + res) (epi:
+// conv.h, NULL: none; res laid out as out), or += conv when accumulate (bias and epi ignored)
 void rt_wino_out_avx2(const rt_wino_blk *b, const float *M, float *out, const float *bias, int64_t o0, int64_t o1,
-                      int accumulate);
+                      int accumulate, const rt_conv_epi *epi);
 void rt_wino_out_avx512(const rt_wino_blk *b, const float *M, float *out, const float *bias, int64_t o0, int64_t o1,
-                        int accumulate);
+                        int accumulate, const rt_conv_epi *epi);
 // The weight gradient. b describes the output gradient as the source (Cin = its channels, H0 x W0 its planes, no
 // padding, tin its tiles, vs the xi-plane stride of Z): Z (alpha^2, Cin, TB) = A dY A^T of each tile, zero for tiles
 // t >= nt; pad holds one channel of the block's samples, padded. Overwrites pad and Z's rows [0, Cin).

@@ -218,9 +218,13 @@ void SFX(rt_wino_gemm)(const rt_wino_blk *b, const float *U, const float *V, flo
  * each at dst[t] + off. Unless the whole group lies inside the output (full), only the tiles
  * t < n whose row r is inside (r < rows[t]), and of them the columns inside (cols[t]). (Storing
  * 4 side-by-side tiles' rows as one vector measured slower on Zen 5.) */
+/* Stores row r of VW tiles' outputs (lane L of q[k]: tile 4L + k): dst[t] + off = the row (or +=
+ * when accumulate); with an epilogue (ep: 1 the residual at res + (that address - out), 2 ReLU, 3
+ * both) act(row + res) instead. */
 static inline __attribute__((always_inline)) void SFX(put_rows)(const vf *q, float *const *dst, int64_t off, int r,
                                                                 int w, const int32_t *rows, const int32_t *cols,
-                                                                int64_t n, int full, int accumulate) {
+                                                                int64_t n, int full, int accumulate, const int ep,
+                                                                const float *res, const float *out) {
 #pragma GCC unroll 4
     for (int L = 0; L < VW / 4; L++)
 #pragma GCC unroll 4
@@ -232,6 +236,22 @@ static inline __attribute__((always_inline)) void SFX(put_rows)(const vf *q, flo
             }
             __m128 x = LANE(q[k], L);
             float *d = dst[t] + off;
+            if (ep) {
+                const float *rs = res + (d - out);
+                if (nc == 4) {
+                    if (ep & 1) x = _mm_add_ps(x, _mm_loadu_ps(rs));
+                    if (ep & 2) x = _mm_max_ps(x, _mm_setzero_ps());
+                    _mm_storeu_ps(d, x);
+                } else {
+                    float v[4];
+                    _mm_storeu_ps(v, x);
+                    for (int j = 0; j < nc; j++) {
+                        float a = v[j] + ((ep & 1) ? rs[j] : 0.0f);
+                        d[j] = (ep & 2) ? (a > 0.0f ? a : 0.0f) : a;
+                    }
+                }
+                continue;
+            }
             if (nc == 4) {
                 if (accumulate) x = _mm_add_ps(_mm_loadu_ps(d), x);
                 _mm_storeu_ps(d, x);
@@ -245,9 +265,10 @@ static inline __attribute__((always_inline)) void SFX(put_rows)(const vf *q, flo
 
 /* ---- output tiles ---- */
 
-// M (alpha^2, o1 - o0, TB), out: channel planes of the tiles' samples; see winograd.h
-void SFX(rt_wino_out)(const rt_wino_blk *b, const float *M, float *out, const float *bias, int64_t o0, int64_t o1,
-                      int accumulate) {
+// M (alpha^2, o1 - o0, TB), out: channel planes of the tiles' samples; ep, res: see put_rows
+static inline __attribute__((always_inline)) void SFX(out_tiles)(const rt_wino_blk *b, const float *M, float *out,
+                                                                 const float *bias, int64_t o0, int64_t o1,
+                                                                 int accumulate, const int ep, const float *res) {
     const int64_t TB = b->TB, ms = b->ms, oe = o1 < b->Cout ? o1 : b->Cout;
     const int m = b->m;
     for (int64_t g = 0; g < b->nt; g += VW) {
@@ -292,11 +313,31 @@ void SFX(rt_wino_out)(const rt_wino_blk *b, const float *M, float *out, const fl
                 TRANS4(z[r]);
                 int64_t off = o * b->oplane + r * b->OW;
                 if (full)
-                    SFX(put_rows)(z[r], dst, off, r, m, b->rows + g, b->cols + g, n, 1, accumulate);
+                    SFX(put_rows)(z[r], dst, off, r, m, b->rows + g, b->cols + g, n, 1, accumulate, ep, res, out);
                 else
-                    SFX(put_rows)(z[r], dst, off, r, m, b->rows + g, b->cols + g, n, 0, accumulate);
+                    SFX(put_rows)(z[r], dst, off, r, m, b->rows + g, b->cols + g, n, 0, accumulate, ep, res, out);
             }
         }
+    }
+}
+
+// see winograd.h; each epilogue gets its own copy of the loops
+void SFX(rt_wino_out)(const rt_wino_blk *b, const float *M, float *out, const float *bias, int64_t o0, int64_t o1,
+                      int accumulate, const rt_conv_epi *epi) {
+    int ep = epi && !accumulate ? (epi->res ? 1 : 0) | (epi->relu ? 2 : 0) : 0;
+    const float *res = ep & 1 ? epi->res : NULL;
+    switch (ep) {
+    case 0:
+        SFX(out_tiles)(b, M, out, bias, o0, o1, accumulate, 0, NULL);
+        break;
+    case 1:
+        SFX(out_tiles)(b, M, out, bias, o0, o1, 0, 1, res);
+        break;
+    case 2:
+        SFX(out_tiles)(b, M, out, bias, o0, o1, 0, 2, NULL);
+        break;
+    default:
+        SFX(out_tiles)(b, M, out, bias, o0, o1, 0, 3, res);
     }
 }
 

@@ -103,6 +103,35 @@ rt_tensor *rt_nn_batchnorm_relu(rt_module *m, rt_ctx *ctx, rt_tensor *x, rt_tens
     return y;
 }
 
+/* RETORT_FOLD_BN=0 turns the folding off (to compare, or to rule it out) */
+static int fold_enabled(void) {
+    const char *e = getenv("RETORT_FOLD_BN");
+    return !e || strcmp(e, "0") != 0;
+}
+
+rt_tensor *rt_nn_conv_bn(rt_module *conv, rt_module *bn, rt_ctx *ctx, rt_tensor *x, rt_tensor *residual, int relu) {
+    if (rt_status(ctx) || !x) return NULL;
+    if (!conv || conv->forward != conv_forward || !bn || bn->forward != bn_forward) {
+        rt_fail(ctx, RT_EINVAL, "conv_bn: modules %s, %s are not a Conv2d and a BatchNorm2d", conv ? conv->name : "(null)",
+                bn ? bn->name : "(null)");
+        return NULL;
+    }
+    if (bn->training || rt_grad_enabled(ctx) || !fold_enabled()) {
+        rt_tensor *y = rt_module_forward(conv, ctx, x, NULL);
+        if (relu) return rt_nn_batchnorm_relu(bn, ctx, y, residual, 1);
+        y = rt_module_forward(bn, ctx, y, NULL);
+        return residual ? rt_add(ctx, y, residual) : y;
+    }
+    nn_conv *c = (nn_conv *)conv;
+    nn_bn *b = (nn_bn *)bn;
+    const char *dot = strrchr(conv->name, '.'), *local = dot ? dot + 1 : conv->name;
+    if (local[0]) rt_scope_push(ctx, local);
+    rt_tensor *y = rt_conv2d_bn_eval(ctx, x, c->w, c->b, &c->args, b->w, b->b, b->mean->data, b->var->data, b->eps,
+                                     residual, relu);
+    if (local[0]) rt_scope_pop(ctx);
+    return y;
+}
+
 rt_module *rt_nn_batchnorm2d(rt_ctx *ctx, rt_paramset *ps, const char *prefix, int64_t channels) {
     if (channels <= 0) {
         rt_fail(ctx, RT_EINVAL, "BatchNorm2d %s: %lld channels", prefix, (long long)channels);
@@ -143,6 +172,12 @@ rt_module *rt_nn_relu(void) {
 static rt_tensor *sequential_forward(rt_module *m, rt_ctx *ctx, rt_tensor *x, rt_taps *taps) {
     for (int i = 0; i < m->nchildren && x; i++) {
         rt_module *c = m->children[i];
+        if (c->forward == conv_forward && i + 1 < m->nchildren && m->children[i + 1]->forward == bn_forward) {
+            int relu = i + 2 < m->nchildren && m->children[i + 2]->forward == relu_forward;
+            x = rt_nn_conv_bn(c, m->children[i + 1], ctx, x, NULL, relu);
+            i += 1 + relu;
+            continue;
+        }
         if (c->forward == bn_forward && i + 1 < m->nchildren && m->children[i + 1]->forward == relu_forward) {
             x = rt_nn_batchnorm_relu(c, ctx, x, NULL, i > 0 && m->children[i - 1]->forward == conv_forward);
             i++;

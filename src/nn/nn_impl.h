@@ -24,6 +24,13 @@ void rt_nn_init_tree(rt_module *m, rt_rng *rng, int kaiming_fan_out);
  * count as its forward does. For models whose BN output feeds only a ReLU (no tap wants it). */
 rt_tensor *rt_nn_batchnorm_relu(rt_module *bn, rt_ctx *ctx, rt_tensor *x, rt_tensor *residual, int inplace);
 
+/* conv -> bn (-> + residual) (-> ReLU) through the Conv2d module conv and the BatchNorm2d module bn.
+ * With bn in eval mode and grad mode off (an inference or a teacher's forward) the pair runs as one
+ * folded op (rt_conv2d_bn_eval, in conv's scope): no BN pass over the activation. Otherwise, or
+ * with RETORT_FOLD_BN=0, conv's forward then rt_nn_batchnorm_relu in place (relu) or bn's forward
+ * and rt_add. */
+rt_tensor *rt_nn_conv_bn(rt_module *conv, rt_module *bn, rt_ctx *ctx, rt_tensor *x, rt_tensor *residual, int relu);
+
 /* Model builders (src/nn/resnet.c, mlp.c): declare into ps, return the root and fill the taps. */
 rt_module *rt_nn_resnet_cifar(rt_ctx *ctx, rt_paramset *ps, int depth, const int64_t filters[4],
                               const rt_model_opts *o, rt_model *m);

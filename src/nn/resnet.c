@@ -16,14 +16,14 @@ typedef struct {
 
 /* Given taps, builds the pre-activation (the sum before the final ReLU) as its own tensor and puts it
  * in taps under "pre"; without, the BN-ReLU pairs and the block's end (bn2, + shortcut, ReLU) run as
- * fused ops, in place over the convolutions' outputs when nothing is recorded. */
+ * fused ops, in place over the convolutions' outputs when nothing is recorded, and folded into the
+ * convolutions in eval mode (rt_nn_conv_bn). */
 static rt_tensor *block_forward(rt_module *m, rt_ctx *ctx, rt_tensor *x, rt_taps *taps) {
     basic_block *b = (basic_block *)m;
-    rt_tensor *out = rt_nn_batchnorm_relu(b->bn1, ctx, rt_module_forward(b->conv1, ctx, x, NULL), NULL, 1);
-    out = rt_module_forward(b->conv2, ctx, out, NULL);
+    rt_tensor *out = rt_nn_conv_bn(b->conv1, b->bn1, ctx, x, NULL, 1);
     rt_tensor *shortcut = b->downsample ? rt_module_forward(b->downsample, ctx, x, NULL) : x;
-    if (!taps) return rt_nn_batchnorm_relu(b->bn2, ctx, out, shortcut, 1);
-    rt_tensor *pre = rt_add(ctx, rt_module_forward(b->bn2, ctx, out, NULL), shortcut);
+    if (!taps) return rt_nn_conv_bn(b->conv2, b->bn2, ctx, out, shortcut, 1);
+    rt_tensor *pre = rt_nn_conv_bn(b->conv2, b->bn2, ctx, out, shortcut, 0);
     rt_taps_put(taps, "pre", pre);
     return rt_relu(ctx, pre);
 }
@@ -72,7 +72,7 @@ static rt_tensor *resnet_forward(rt_module *m, rt_ctx *ctx, rt_tensor *x, rt_tap
         rt_fail(ctx, RT_ESHAPE, "resnet: input %s must be (B,%lld,H,W)", rt_shape_str(x, s), (long long)r->in_channels);
         return NULL;
     }
-    x = rt_nn_batchnorm_relu(r->bn1, ctx, rt_module_forward(r->conv1, ctx, x, NULL), NULL, 1);
+    x = rt_nn_conv_bn(r->conv1, r->bn1, ctx, x, NULL, 1);
     rt_taps_put(taps, "stem", x);
     /* the blocks run one by one so that only a stage's last block, whose pre-activation is the
      * stage's "pre" tap, is asked for it (and gives up the fused end) */

@@ -23,7 +23,7 @@ static rt_tensor *channel_shuffle(rt_ctx *ctx, rt_tensor *x, int64_t g) {
 /* relu(bn(conv(x))) over two child modules, BN and ReLU fused (in place over the conv's output when
  * nothing is recorded) */
 static rt_tensor *conv_bn_relu(rt_ctx *ctx, rt_module *conv, rt_module *bn, rt_tensor *x) {
-    return rt_nn_batchnorm_relu(bn, ctx, rt_module_forward(conv, ctx, x, NULL), NULL, 1);
+    return rt_nn_conv_bn(conv, bn, ctx, x, NULL, 1);
 }
 
 static int check_input(rt_ctx *ctx, const char *what, const rt_tensor *x, int64_t channels) {
