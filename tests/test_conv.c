@@ -79,13 +79,17 @@ static double run_cfg(const cfg *c, char *why) {
     rt_conv2d_backward_data(&s, gi2, gout, w, ws);
     rt_conv2d_backward_weight_ref(&s, gw1, c->bias ? gb1 : NULL, gout, in);
     rt_conv2d_backward_weight(&s, gw2, c->bias ? gb2 : NULL, gout, in, ws);
-    double e[5] = {rt_test_maxrel(o1, o2, nout), rt_test_maxrel(gi1, gi2, nin), rt_test_maxrel(gw1, gw2, nw),
-                   rt_test_maxrel(gb1, gb2, s.OC), rt_test_conv_epi_err(&s, in, w, bias, o1, ws)};
-    sprintf(why, "%s: forward %.2g, backward-data %.2g, backward-weight %.2g, bias %.2g, epilogue %.2g", c->what, e[0],
-            e[1], e[2], e[3], e[4]);
+    double e[6] = {rt_test_maxrel(o1, o2, nout),
+                   rt_test_maxrel(gi1, gi2, nin),
+                   rt_test_maxrel(gw1, gw2, nw),
+                   rt_test_maxrel(gb1, gb2, s.OC),
+                   rt_test_conv_epi_err(&s, in, w, bias, o1, ws),
+                   rt_test_conv_data_overwrite_err(&s, gout, w, ws)};
+    sprintf(why, "%s: forward %.2g, backward-data %.2g, backward-weight %.2g, bias %.2g, epilogue %.2g, data overwrite %.2g",
+            c->what, e[0], e[1], e[2], e[3], e[4], e[5]);
     free(in), free(w), free(b), free(gout), free(o1), free(o2), free(gi1), free(gi2);
     free(gw1), free(gw2), free(gb1), free(gb2), free(ws);
-    return fmax(fmax(fmax(e[0], e[1]), fmax(e[2], e[3])), e[4]);
+    return fmax(fmax(fmax(e[0], e[1]), fmax(e[2], e[3])), fmax(e[4], e[5]));
 }
 
 /* Every ISA the CPU has (RETORT_ISA caps the choice; on a CPU without one the cap is a no-op). */
@@ -212,6 +216,13 @@ static rt_tensor *f_conv_transposed(rt_ctx *ctx, rt_tensor **in, void *u) {
     return rt_conv2d(ctx, rt_transpose(ctx, in[0], 2, 3), in[1], in[2], u);
 }
 
+/* Through an intermediate two convolutions read: the first gradient of the pass is written in place
+ * (rt_grad_of_fresh: no zeroing), the second added to it. */
+static rt_tensor *f_conv_shared(rt_ctx *ctx, rt_tensor **in, void *u) {
+    rt_tensor *t = rt_mul_scalar(ctx, in[0], 1.5f);
+    return rt_add(ctx, rt_conv2d(ctx, t, in[1], in[2], u), rt_conv2d(ctx, t, in[1], NULL, u));
+}
+
 static int gradcheck_conv(rt_gradcheck_fn f, int64_t N, int64_t C, int64_t H, int64_t W, int64_t OC, int64_t KH,
                           int64_t KW, int bias, rt_conv2d_args a, char *rep) {
     rt_ctx *ctx = rt_ctx_new();
@@ -244,6 +255,10 @@ TEST(gradcheck_conv2d_variants) {
         {2, 4, 7, 7, 6, 1, 1, 0, {2, 2, 0, 0, 1, 1, 2}, "1x1 s2 groups 2"},
         {2, 3, 7, 6, 2, 5, 3, 1, {2, 1, 2, 0, 1, 1, 1}, "5x3 s(2,1) p(2,0)"},
     };
+    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++)
+        CHECKF(gradcheck_conv(f_conv_shared, v[i].N, v[i].C, v[i].H, v[i].W, v[i].OC, v[i].KH, v[i].KW, v[i].bias,
+                              v[i].a, rep) == 0,
+               "%s (shared input): %s", v[i].what, rep);
     for (size_t i = 0; i < sizeof v / sizeof v[0]; i++)
         CHECKF(gradcheck_conv(f_conv, v[i].N, v[i].C, v[i].H, v[i].W, v[i].OC, v[i].KH, v[i].KW, v[i].bias, v[i].a,
                               rep) == 0,

@@ -26,4 +26,17 @@ static inline double rt_test_conv_epi_err(const rt_conv2d_shape *s, const float 
     free(res), free(want), free(got);
     return e;
 }
+/* rt_conv2d_backward_data_ex in overwrite mode (gin starts as NaN: every element must be written)
+ * against the reference data gradient added to zeros. */
+static inline double rt_test_conv_data_overwrite_err(const rt_conv2d_shape *s, const float *gout, const float *w,
+                                                     void *ws) {
+    int64_t n = s->N * s->C * s->H * s->W;
+    float *want = calloc((size_t)n, sizeof(float)), *got = malloc((size_t)n * sizeof(float));
+    rt_conv2d_backward_data_ref(s, want, gout, w);
+    memset(got, 0xff, (size_t)n * sizeof(float));
+    rt_conv2d_backward_data_ex(s, got, gout, w, ws, 1);
+    double e = rt_test_maxrel(want, got, n);
+    free(want), free(got);
+    return e;
+}
 #endif

@@ -71,7 +71,7 @@ static double run_wino(const wcfg *c, int m, char *why, float *out_keep, float *
     rt_conv2d_forward_ref(&s, o1, in, w, bias);
     rt_wino_forward(&s, m, o2, in, w, bias, NULL, ws);
     rt_conv2d_backward_data_ref(&s, g1, gout, w);
-    rt_wino_backward_data(&s, m, g2, gout, w, ws);
+    rt_wino_backward_data(&s, m, g2, gout, w, ws, 0);
     /* the data gradient's error relative to the accumulated part alone: subtract the start */
     float *start = malloc(nin * 4);
     rt_test_fill_normal(start, nin, 5);
@@ -274,12 +274,12 @@ static double run_conv(const wcfg *c, char *why) {
     rt_conv2d_backward_data(&s, g2, gout, w, ws);
     rt_conv2d_backward_weight_ref(&s, gw1, NULL, gout, in);
     rt_conv2d_backward_weight(&s, gw2, NULL, gout, in, ws);
-    double e[4] = {rt_test_maxrel(o1, o2, nout), rt_test_maxrel(g1, g2, nin), rt_test_maxrel(gw1, gw2, nw),
-                   rt_test_conv_epi_err(&s, in, w, b, o1, ws)};
-    sprintf(why, "%s: forward %.2g, backward-data %.2g, backward-weight %.2g, epilogue %.2g", c->what, e[0], e[1], e[2],
-            e[3]);
+    double e[5] = {rt_test_maxrel(o1, o2, nout), rt_test_maxrel(g1, g2, nin), rt_test_maxrel(gw1, gw2, nw),
+                   rt_test_conv_epi_err(&s, in, w, b, o1, ws), rt_test_conv_data_overwrite_err(&s, gout, w, ws)};
+    sprintf(why, "%s: forward %.2g, backward-data %.2g, backward-weight %.2g, epilogue %.2g, data overwrite %.2g",
+            c->what, e[0], e[1], e[2], e[3], e[4]);
     free(in), free(w), free(b), free(gout), free(o1), free(o2), free(g1), free(g2), free(gw1), free(gw2), free(ws);
-    return fmax(fmax(e[0], e[1]), fmax(e[2], e[3]));
+    return fmax(fmax(fmax(e[0], e[1]), fmax(e[2], e[3])), e[4]);
 }
 
 TEST(conv_dispatch_every_algorithm) {

@@ -45,6 +45,9 @@ void rt_op_end(rt_ctx *ctx, const rt_opdef *op);
 /* Inside a backward rule: the gradient buffer of t for this pass (contiguous, t's shape), zeroed
  * on first use in the pass; NULL if t does not require grad (skip that source). */
 float *rt_grad_of(rt_ctx *ctx, rt_tensor *t);
+/* The same, but where this is t's first gradient in the pass (*fresh = 1) the buffer is not zeroed:
+ * the caller must then write every element (instead of adding). Leaves are never fresh. */
+float *rt_grad_of_fresh(rt_ctx *ctx, rt_tensor *t, int *fresh);
 
 /* Backward from a scalar (seed 1) or from out with a given seed gradient (numel floats). Each call
  * is one pass. Returns status. */

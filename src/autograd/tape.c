@@ -37,6 +37,17 @@ void rt_op_end(rt_ctx *ctx, const rt_opdef *op) {
     if (rt_prof_on(ctx)) rt_prof_op(ctx, op->name);
 }
 
+float *rt_grad_of_fresh(rt_ctx *ctx, rt_tensor *t, int *fresh) {
+    *fresh = 0;
+    if (!t || !t->requires_grad) return NULL;
+    if (!t->node) return t->grad;
+    if (t->grad && t->grad_pass == ctx->pass) return t->grad;
+    if (!t->grad && !(t->grad = rt_arena_alloc(ctx, (size_t)rt_numel(t) * sizeof(float)))) return NULL;
+    t->grad_pass = ctx->pass;
+    *fresh = 1;
+    return t->grad;
+}
+
 float *rt_grad_of(rt_ctx *ctx, rt_tensor *t) {
     if (!t || !t->requires_grad) return NULL;
     if (!t->node) return t->grad; /* leaf: the caller's buffer, accumulated across passes */

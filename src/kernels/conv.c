@@ -845,19 +845,26 @@ void rt_conv2d_forward_epi(const rt_conv2d_shape *s, float *out, const float *in
 
 // gout (N,OC,OH,OW), w (OC,C/g,KH,KW), gin (N,C,H,W); accumulates into gin
 void rt_conv2d_backward_data(const rt_conv2d_shape *s, float *gin, const float *gout, const float *w, void *ws) {
+    rt_conv2d_backward_data_ex(s, gin, gout, w, ws, 0);
+}
+
+void rt_conv2d_backward_data_ex(const rt_conv2d_shape *s, float *gin, const float *gout, const float *w, void *ws,
+                                int overwrite) {
     if (!gin || s->N == 0) return;
+    int m = is_depthwise(s) ? 0 : wino_tile(s);
+    if (m) {
+        rt_wino_backward_data(s, m, gin, gout, w, ws, overwrite);
+        return;
+    }
+    if (!is_depthwise(s) && use_direct_data(s)) {
+        direct_geom g = geom_data(s);
+        direct_forward(s, &g, gin, gout, w, NULL, NULL, ws, !overwrite);
+        return;
+    }
+    /* the other paths add into gin: zero it first */
+    if (overwrite) memset(gin, 0, (size_t)(s->N * s->C * s->H * s->W) * sizeof(float));
     if (is_depthwise(s)) {
         dw_backward_data(s, gin, gout, w);
-        return;
-    }
-    int m = wino_tile(s);
-    if (m) {
-        rt_wino_backward_data(s, m, gin, gout, w, ws);
-        return;
-    }
-    if (use_direct_data(s)) {
-        direct_geom g = geom_data(s);
-        direct_forward(s, &g, gin, gout, w, NULL, NULL, ws, 1);
         return;
     }
     if (use_phase_data(s)) {

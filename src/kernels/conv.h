@@ -49,6 +49,10 @@ typedef struct rt_conv_epi {
 void rt_conv2d_forward_epi(const rt_conv2d_shape *s, float *out, const float *in, const float *w, const float *bias,
                            const rt_conv_epi *epi, void *ws);
 void rt_conv2d_backward_data(const rt_conv2d_shape *s, float *gin, const float *gout, const float *w, void *ws);
+/* The same with overwrite 1: gin = the data gradient, every element written (gin may hold anything
+ * before: the first gradient of a pass needs no zeroing and no read). */
+void rt_conv2d_backward_data_ex(const rt_conv2d_shape *s, float *gin, const float *gout, const float *w, void *ws,
+                                int overwrite);
 void rt_conv2d_backward_weight(const rt_conv2d_shape *s, float *gw, float *gb, const float *gout, const float *in,
                                void *ws);
 

@@ -377,9 +377,10 @@ void rt_wino_forward(const rt_conv2d_shape *s, int m, float *out, const float *i
     wino_run(&g, out, in, w, bias, epi, ws, 0);
 }
 
-void rt_wino_backward_data(const rt_conv2d_shape *s, int m, float *gin, const float *gout, const float *w, void *ws) {
+void rt_wino_backward_data(const rt_conv2d_shape *s, int m, float *gin, const float *gout, const float *w, void *ws,
+                           int overwrite) {
     wgeom g = geom_data(s, m);
-    wino_run(&g, gin, gout, w, NULL, NULL, ws, 1);
+    wino_run(&g, gin, gout, w, NULL, NULL, ws, !overwrite);
 }
 
 /* ---- the weight gradient ---- */

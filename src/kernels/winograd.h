@@ -48,8 +48,9 @@ size_t rt_wino_backward_data_workspace(const rt_conv2d_shape *s, int m);
  * epilogue epi (conv.h; NULL: none). */
 void rt_wino_forward(const rt_conv2d_shape *s, int m, float *out, const float *in, const float *w, const float *bias,
                      const rt_conv_epi *epi, void *ws);
-/* gout (N,OC,OH,OW), w (OC,C,3,3), gin (N,C,H,W); accumulates into gin. */
-void rt_wino_backward_data(const rt_conv2d_shape *s, int m, float *gin, const float *gout, const float *w, void *ws);
+/* gout (N,OC,OH,OW), w (OC,C,3,3), gin (N,C,H,W); accumulates into gin, or overwrites it. */
+void rt_wino_backward_data(const rt_conv2d_shape *s, int m, float *gin, const float *gout, const float *w, void *ws,
+                           int overwrite);
 
 /* Weight gradient: dW = sum over tiles of G^T [(B^T d B) . (A dY A^T)] G, the transpose of the
  * forward (dY an m x m tile of the output gradient, zero past the output's edge). Per block of

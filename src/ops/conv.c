@@ -12,11 +12,15 @@ typedef struct {
 static void conv2d_backward(rt_ctx *ctx, rt_node *n) {
     const rt_conv2d_shape *s = &((conv2d_saved *)n->saved)->s;
     rt_tensor *x = n->src[0], *w = n->src[1], *b = n->nsrc > 2 ? n->src[2] : NULL;
-    float *gx = rt_grad_of(ctx, x), *gw = rt_grad_of(ctx, w), *gb = b ? rt_grad_of(ctx, b) : NULL;
+    int fresh; /* x's first gradient this pass: written, not added to zeros */
+    float *gx = rt_grad_of_fresh(ctx, x, &fresh), *gw = rt_grad_of(ctx, w), *gb = b ? rt_grad_of(ctx, b) : NULL;
     void *ws = NULL;
     size_t wsb = rt_conv2d_workspace(s);
-    if ((gx || gw) && wsb && !(ws = rt_scratch(ctx, wsb))) return; /* out of memory: error set */
-    if (gx) rt_conv2d_backward_data(s, gx, n->out->grad, w->data, ws);
+    if ((gx || gw) && wsb && !(ws = rt_scratch(ctx, wsb))) {
+        if (fresh) memset(gx, 0, (size_t)rt_numel(x) * sizeof(float)); /* keep the contract on failure */
+        return; /* out of memory: error set */
+    }
+    if (gx) rt_conv2d_backward_data_ex(s, gx, n->out->grad, w->data, ws, fresh);
     if (gw || gb) rt_conv2d_backward_weight(s, gw, gb, n->out->grad, x->data, ws);
 }
 static const rt_opdef op_conv2d = {"conv2d", conv2d_backward};
