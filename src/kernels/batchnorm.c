@@ -65,15 +65,25 @@ void rt_bn_act_apply(const float *x, const float *r, const float *mean, const fl
 void rt_bn_act_backward(const float *dy, const float *x, const uint8_t *mask, const float *mean, const float *invstd,
                         const float *gamma, int batch_stats, int relu, int64_t N, int64_t C, int64_t S, float *dx,
                         float *dgamma, float *dbeta, float *dr) {
+    rt_bn_act_backward_ex(dy, x, mask, mean, invstd, gamma, batch_stats, relu, N, C, S, dx, dgamma, dbeta, dr, 0);
+}
+
+void rt_bn_act_backward_ex(const float *dy, const float *x, const uint8_t *mask, const float *mean, const float *invstd,
+                           const float *gamma, int batch_stats, int relu, int64_t N, int64_t C, int64_t S, float *dx,
+                           float *dgamma, float *dbeta, float *dr, int set) {
+    if (dx && dx == dr) set &= 2;
     switch (rt_cpu_isa()) {
     case RT_ISA_AVX512:
-        rt_bn_act_backward_avx512(dy, x, mask, mean, invstd, gamma, batch_stats, relu, N, C, S, dx, dgamma, dbeta, dr);
+        rt_bn_act_backward_avx512(dy, x, mask, mean, invstd, gamma, batch_stats, relu, N, C, S, dx, dgamma, dbeta, dr,
+                                  set);
         break;
     case RT_ISA_AVX2:
-        rt_bn_act_backward_avx2(dy, x, mask, mean, invstd, gamma, batch_stats, relu, N, C, S, dx, dgamma, dbeta, dr);
+        rt_bn_act_backward_avx2(dy, x, mask, mean, invstd, gamma, batch_stats, relu, N, C, S, dx, dgamma, dbeta, dr,
+                                set);
         break;
     default:
-        rt_bn_act_backward_generic(dy, x, mask, mean, invstd, gamma, batch_stats, relu, N, C, S, dx, dgamma, dbeta, dr);
+        rt_bn_act_backward_generic(dy, x, mask, mean, invstd, gamma, batch_stats, relu, N, C, S, dx, dgamma, dbeta, dr,
+                                   set);
     }
 }
 

@@ -59,6 +59,12 @@ void rt_bn_act_backward(const float *dy, const float *x, const uint8_t *mask, co
 void rt_bn_act_backward_ref(const float *dy, const float *x, const uint8_t *mask, const float *mean,
                             const float *invstd, const float *gamma, int batch_stats, int relu, int64_t N, int64_t C,
                             int64_t S, float *dx, float *dgamma, float *dbeta, float *dr);
+// The same where set (bit 0: dx, bit 1: dr) says which of dx, dr to overwrite instead of adding to
+// (a pass's first gradient: every element is written). With dx and dr one buffer only bit 1 may be
+// set: dr's value is stored first, then dx's added.
+void rt_bn_act_backward_ex(const float *dy, const float *x, const uint8_t *mask, const float *mean, const float *invstd,
+                           const float *gamma, int batch_stats, int relu, int64_t N, int64_t C, int64_t S, float *dx,
+                           float *dgamma, float *dbeta, float *dr, int set);
 
 /* The per-ISA instances of batchnorm_simd.h behind the dispatchers above (same contracts). */
 #define RT_BN_DECLARE_ISA(SFX)                                                                                         \
@@ -71,7 +77,7 @@ void rt_bn_act_backward_ref(const float *dy, const float *x, const uint8_t *mask
                                float *y, uint8_t *mask);                                                               \
     void rt_bn_act_backward_##SFX(const float *dy, const float *x, const uint8_t *mask, const float *mean,             \
                                   const float *invstd, const float *gamma, int batch_stats, int relu, int64_t N,       \
-                                  int64_t C, int64_t S, float *dx, float *dgamma, float *dbeta, float *dr);
+                                  int64_t C, int64_t S, float *dx, float *dgamma, float *dbeta, float *dr, int set);
 RT_BN_DECLARE_ISA(generic)
 RT_BN_DECLARE_ISA(avx2)
 RT_BN_DECLARE_ISA(avx512)

@@ -140,26 +140,30 @@ BN_INLINE void SFX(row_apply)(const float *x, const float *r, float *y, uint8_t 
     }
 }
 
-// dy, x, dx, dr (n), mask as in row_bsums: dr += dz (has_dr); dx += ka dz + kc (x - m) + kb (has_dx).
-// dx and dr may be one buffer: each element's dr update is stored before its dx is loaded.
+// dy, x, dx, dr (n), mask as in row_bsums: dr += dz (has_dr); dx += ka dz + kc (x - m) + kb (has_dx);
+// set_dr, set_dx: = instead of +=. dx and dr may be one buffer: each element's dr update is stored
+// before its dx is loaded.
 BN_INLINE void SFX(row_bapply)(const float *dy, const float *x, const uint8_t *mask, float *dx, float *dr, int64_t n,
                                float m, float ka, float kb, float kc, const int relu, const int has_dx,
-                               const int has_dr) {
+                               const int has_dr, int set_dx, int set_dr) {
     const vf mv = VSET1(m), kav = VSET1(ka), kbv = VSET1(kb), kcv = VSET1(kc);
     int64_t i = 0;
     for (; i + VW <= n; i += VW) {
         vf g = VLOAD(dy + i);
         if (relu) g = VKEEPBITS(g, get_bits(mask, i, VW));
-        if (has_dr) VSTORE(dr + i, VADD(VLOAD(dr + i), g));
+        if (has_dr) VSTORE(dr + i, set_dr ? g : VADD(VLOAD(dr + i), g));
         if (has_dx) {
-            vf t = VFMA(kcv, VSUB(VLOAD(x + i), mv), kbv);
-            VSTORE(dx + i, VADD(VLOAD(dx + i), VFMA(kav, g, t)));
+            vf t = VFMA(kcv, VSUB(VLOAD(x + i), mv), kbv), v = VFMA(kav, g, t);
+            VSTORE(dx + i, set_dx ? v : VADD(VLOAD(dx + i), v));
         }
     }
     for (; i < n; i++) {
         float g = relu && !get_bits(mask, i, 1) ? 0.0f : dy[i];
-        if (has_dr) dr[i] += g;
-        if (has_dx) dx[i] += ka * g + (kc * (x[i] - m) + kb);
+        if (has_dr) dr[i] = set_dr ? g : dr[i] + g;
+        if (has_dx) {
+            float v = ka * g + (kc * (x[i] - m) + kb);
+            dx[i] = set_dx ? v : dx[i] + v;
+        }
     }
 }
 
@@ -232,8 +236,9 @@ void SFX(rt_bn_act_apply)(const float *x, const float *r, const float *mean, con
 // dy, x, dx, dr (N,C,S); mask (N*C rows of bits); mean, invstd, gamma, dgamma, dbeta (C); accumulates
 void SFX(rt_bn_act_backward)(const float *dy, const float *x, const uint8_t *mask, const float *mean,
                              const float *invstd, const float *gamma, int batch_stats, int relu, int64_t N, int64_t C,
-                             int64_t S, float *dx, float *dgamma, float *dbeta, float *dr) {
+                             int64_t S, float *dx, float *dgamma, float *dbeta, float *dr, int set) {
     const int64_t M = N * S, MB = RT_BN_MASK_ROW_BYTES(S);
+    const int sx = set & 1, sr = (set >> 1) & 1;
     const int need_sums = dgamma || dbeta || (dx && batch_stats);
 #pragma omp parallel for schedule(static) if (N * C * S > BN_OMP_MIN) /* over channels */
     for (int64_t c = 0; c < C; c++) {
@@ -265,18 +270,18 @@ void SFX(rt_bn_act_backward)(const float *dy, const float *x, const uint8_t *mas
             float *xo = dx ? dx + o : NULL, *ro = dr ? dr + o : NULL;
             if (relu) {
                 if (dx && dr)
-                    SFX(row_bapply)(dy + o, x + o, mr, xo, ro, S, m, ka, kb, kc, 1, 1, 1);
+                    SFX(row_bapply)(dy + o, x + o, mr, xo, ro, S, m, ka, kb, kc, 1, 1, 1, sx, sr);
                 else if (dx)
-                    SFX(row_bapply)(dy + o, x + o, mr, xo, NULL, S, m, ka, kb, kc, 1, 1, 0);
+                    SFX(row_bapply)(dy + o, x + o, mr, xo, NULL, S, m, ka, kb, kc, 1, 1, 0, sx, sr);
                 else
-                    SFX(row_bapply)(dy + o, x + o, mr, NULL, ro, S, m, ka, kb, kc, 1, 0, 1);
+                    SFX(row_bapply)(dy + o, x + o, mr, NULL, ro, S, m, ka, kb, kc, 1, 0, 1, sx, sr);
             } else {
                 if (dx && dr)
-                    SFX(row_bapply)(dy + o, x + o, NULL, xo, ro, S, m, ka, kb, kc, 0, 1, 1);
+                    SFX(row_bapply)(dy + o, x + o, NULL, xo, ro, S, m, ka, kb, kc, 0, 1, 1, sx, sr);
                 else if (dx)
-                    SFX(row_bapply)(dy + o, x + o, NULL, xo, NULL, S, m, ka, kb, kc, 0, 1, 0);
+                    SFX(row_bapply)(dy + o, x + o, NULL, xo, NULL, S, m, ka, kb, kc, 0, 1, 0, sx, sr);
                 else
-                    SFX(row_bapply)(dy + o, x + o, NULL, NULL, ro, S, m, ka, kb, kc, 0, 0, 1);
+                    SFX(row_bapply)(dy + o, x + o, NULL, NULL, ro, S, m, ka, kb, kc, 0, 0, 1, sx, sr);
             }
         }
     }

@@ -30,10 +30,14 @@ static const rt_opdef op_batchnorm = {"batchnorm", batchnorm_backward};
 static void batchnorm_relu_backward(rt_ctx *ctx, rt_node *n) {
     bn_saved *s = n->saved;
     rt_tensor *x = n->src[0], *gamma = n->src[1], *beta = n->src[2], *r = n->src[3];
-    float *gx = rt_grad_of(ctx, x), *gg = rt_grad_of(ctx, gamma), *gb = rt_grad_of(ctx, beta);
-    float *gr = rt_grad_of(ctx, r); /* r may be x: then gr == gx, which the kernel allows */
-    rt_bn_act_backward(n->out->grad, x->data, s->mask, s->mean, s->invstd, gamma ? gamma->data : NULL, s->training, 1,
-                       s->N, s->C, s->S, gx, gg, gb, gr);
+    /* a pass's first gradient of x (and of r) is written, not added to zeros; r may be x: one buffer,
+     * whose first writer is then r's update (the kernel stores it before adding x's) */
+    int fx = 0, fr = 0;
+    float *gx = r == x ? NULL : rt_grad_of_fresh(ctx, x, &fx), *gg = rt_grad_of(ctx, gamma), *gb = rt_grad_of(ctx, beta);
+    float *gr = rt_grad_of_fresh(ctx, r, &fr);
+    if (r == x) gx = gr, fx = 0;
+    rt_bn_act_backward_ex(n->out->grad, x->data, s->mask, s->mean, s->invstd, gamma ? gamma->data : NULL, s->training,
+                          1, s->N, s->C, s->S, gx, gg, gb, gr, fx | fr << 1);
 }
 static const rt_opdef op_batchnorm_relu = {"batchnorm_relu", batchnorm_relu_backward};
 
