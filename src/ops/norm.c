@@ -19,9 +19,10 @@ typedef struct {
 static void batchnorm_backward(rt_ctx *ctx, rt_node *n) {
     bn_saved *s = n->saved;
     rt_tensor *x = n->src[0], *gamma = n->src[1], *beta = n->src[2];
-    float *gx = rt_grad_of(ctx, x), *gg = rt_grad_of(ctx, gamma), *gb = rt_grad_of(ctx, beta);
-    rt_bn_backward(n->out->grad, x->data, s->mean, s->invstd, gamma ? gamma->data : NULL, s->training, s->N, s->C, s->S,
-                   gx, gg, gb);
+    int fx; /* x's first gradient of the pass: written, not added to zeros */
+    float *gx = rt_grad_of_fresh(ctx, x, &fx), *gg = rt_grad_of(ctx, gamma), *gb = rt_grad_of(ctx, beta);
+    rt_bn_act_backward_ex(n->out->grad, x->data, NULL, s->mean, s->invstd, gamma ? gamma->data : NULL, s->training, 0,
+                          s->N, s->C, s->S, gx, gg, gb, NULL, fx);
 }
 static const rt_opdef op_batchnorm = {"batchnorm", batchnorm_backward};
 
