@@ -32,13 +32,16 @@
  * peak shrinks with N), --no-keep runs the ordinary forward instead (for comparison).
  *
  *   bench_step [--mode all|kd|train|teacher[,...]] [--threads N] [--iters N] [--warmup N] [--batch N]
- *              [--step-only | --kernels-only | --gemm-only] [--no-gemm] [--gemm-size N] [--json]
+ *              [--step-only | --kernels-only | --gemm-only | --cache-probe] [--no-gemm] [--gemm-size N] [--json]
  *              [--no-keep] [--teacher-chunk N] [--profile [N]] [--profile-rows N]
  * --iters sets every timed count (default: train and teacher 10, kd 5, conv shapes 20); --warmup
  * every warm-up (default 3, kd 2). --profile runs N more steps per mode (default 3) after the timed
  * ones with the profiler on (rt_profile_enable) and prints its tables: per op kind (forward,
  * backward, other), per layer at depth 2 ("teacher.layer1"), and the --profile-rows (default 15)
  * costliest layers; with --json, each step's object gets its "profile" (rt_profile_json).
+ * --cache-probe only checks the host: the GB/s of a triad over the shared L3's size and over 8 times
+ * that (bench/run prints it before and after its runs; a low L3 figure means other tenants hold the
+ * cache, and multi-thread steps slow down).
  * Environment: RETORT_BENCH_THREADS, RETORT_BENCH_ITERS (defaults for --threads and --iters). --json
  * prints one line; with a single step mode its keys are also at the top level (as torch_step.py
  * prints them). */
@@ -84,7 +87,7 @@ static const char *const k_mode_titles[NMODES] = {"kd step", "train step", "teac
 static const char *const k_at_taps[3] = {"layer1", "layer2", "layer3"};
 
 typedef struct {
-    int threads, warmup, batch, classes, json, do_kernels, do_gemm, gemm_size, kiters, gemm_child;
+    int threads, warmup, batch, classes, json, do_kernels, do_gemm, gemm_size, kiters, gemm_child, do_probe;
     int keep, teacher_chunk, profile, profile_rows;
     int iters[NMODES], warmups[NMODES];
     int modes[NMODES]; /* which step modes run */
@@ -466,6 +469,58 @@ static double gemm_in_child(const bench_opts *o, const char *core, char *core_ou
     return pclose(f) == 0 ? g : 0;
 }
 
+/* ---- host check: how much of the shared L3 and of memory this process gets now ---- */
+
+typedef struct {
+    double l3_mib;            /* the L3 this core shares (sysfs; 32 if unknown) */
+    double l3_gbps, mem_gbps; /* triad over an L3-sized working set, and over 8 times that */
+} probe_result;
+
+/* Size of the L3 cache shared by cpu0 in MiB, from sysfs ("32768K"); 32 if it cannot be read. */
+static double l3_mib(void) {
+    FILE *f = fopen("/sys/devices/system/cpu/cpu0/cache/index3/size", "r");
+    double v = 0;
+    char unit = 'K';
+    if (f) {
+        if (fscanf(f, "%lf%c", &v, &unit) < 1) v = 0;
+        fclose(f);
+    }
+    v = unit == 'M' ? v : unit == 'G' ? v * 1024 : v / 1024;
+    return v >= 1 && v <= 4096 ? v : 32;
+}
+
+/* GB/s of b = 1.5 a + b over two arrays of `bytes` each (3 x bytes moved a pass), best of reps,
+ * with the configured threads; 0 if out of memory. */
+static double triad_gbps(size_t bytes, int reps) {
+    size_t n = bytes / sizeof(float);
+    float *a = malloc(n * sizeof(float)), *b = malloc(n * sizeof(float));
+    double best = 0;
+    if (a && b) {
+#pragma omp parallel for schedule(static) /* first touch by the threads that stream it */
+        for (size_t i = 0; i < n; i++) a[i] = (float)(i & 1023), b[i] = 0;
+        for (int r = 0; r < reps; r++) {
+            double t0 = now_s();
+#pragma omp parallel for simd schedule(static)
+            for (size_t i = 0; i < n; i++) b[i] = 1.5f * a[i] + b[i];
+            double g = 3.0 * (double)(n * sizeof(float)) / (now_s() - t0) / 1e9;
+            best = g > best ? g : best;
+        }
+    }
+    free(a);
+    free(b);
+    return best;
+}
+
+/* The step's activations live in the L3, which the host's other tenants share: when they take it,
+ * the L3-sized triad drops (here from about 250 to 70-150 GB/s at 2 threads) and the 2-thread step
+ * slows by up to a quarter, while a cache-resident sgemm does not move. */
+static void cache_probe(probe_result *p) {
+    p->l3_mib = l3_mib();
+    size_t half = (size_t)(p->l3_mib * 1024 * 1024 / 2);
+    p->l3_gbps = triad_gbps(half, 20);
+    p->mem_gbps = triad_gbps(8 * half, 5);
+}
+
 static int bench_gemm(const bench_opts *o, gemm_result *res) {
     int64_t n = o->gemm_size;
     size_t nn = (size_t)(n * n);
@@ -582,7 +637,8 @@ static int env_int(const char *name, int dflt) {
 
 static void usage(void) {
     fprintf(stderr, "usage: bench_step [--mode all|kd|train|teacher[,...]] [--threads N] [--iters N] [--warmup N] "
-                    "[--batch N] [--step-only | --kernels-only | --gemm-only] [--no-gemm] [--gemm-size N] [--json]\n"
+                    "[--batch N] [--step-only | --kernels-only | --gemm-only | --cache-probe] [--no-gemm] [--gemm-size N] "
+                    "[--json]\n"
                     "                  [--no-keep] [--teacher-chunk N] [--profile [N]] [--profile-rows N]\n");
 }
 
@@ -657,6 +713,8 @@ int main(int argc, char **argv) {
             o.do_gemm = 0;
         else if (!strcmp(a, "--gemm-only"))
             steps = 0, o.do_kernels = 0, o.do_gemm = 1, o.gemm_child = 0;
+        else if (!strcmp(a, "--cache-probe"))
+            steps = 0, o.do_kernels = 0, o.do_gemm = 0, o.do_probe = 1;
         else if (!strcmp(a, "--no-keep"))
             o.keep = 0;
         else if (!strcmp(a, "--teacher-chunk") && has_val)
@@ -772,6 +830,15 @@ int main(int argc, char **argv) {
         }
     }
 
+    probe_result pr = {0};
+    if (o.do_probe) {
+        cache_probe(&pr);
+        if (!o.json)
+            printf("cache probe, %d thread%s: triad over 2 x %.0f MiB (the shared L3's size) %.1f GB/s, over 2 x %.0f MiB "
+                   "%.1f GB/s\n",
+                   o.threads, o.threads == 1 ? "" : "s", pr.l3_mib / 2, pr.l3_gbps, 4 * pr.l3_mib, pr.mem_gbps);
+    }
+
     conv_result cr[NCONV];
     memset(cr, 0, sizeof cr);
     for (int i = 0; o.do_kernels && i < NCONV; i++)
@@ -808,6 +875,9 @@ int main(int argc, char **argv) {
             printf(", \"sgemm_core\": \"%s\", \"sgemm_gflops\": %.2f", g.alt_gflops > g.gflops ? g.alt_core : g.core,
                    gemm_ceiling(&g));
         }
+        if (o.do_probe)
+            printf(", \"probe_l3_mib\": %.0f, \"probe_l3_gbps\": %.2f, \"probe_mem_gbps\": %.2f", pr.l3_mib, pr.l3_gbps,
+                   pr.mem_gbps);
         if (o.do_kernels) {
             printf(", \"kiters\": %d, \"convs\": [", o.kiters);
             for (int i = 0; i < NCONV; i++) {
