@@ -1,6 +1,8 @@
 /* Reductions and normalisers: finite-difference checks along every kind of dim (first, middle,
  * last, negative; keepdim both ways), closed forms (softmax sums to 1, log_softmax = log softmax,
  * temperature, stability), max ties, fast kernels against the references, and argument errors. */
+#include <math.h>
+
 #include "kernels/reduce.h"
 #include "retort/retort.h"
 #include "test.h"
@@ -233,9 +235,14 @@ TEST(kernels_fast_vs_ref) {
         rt_reduce_sumsq_forward_ref(O, D, I, 1.0 / D, rr, x);
         CHECKF(rt_test_maxrel(r, rr, m) < 1e-6, "sumsq case %zu: %g", c, rt_test_maxrel(r, rr, m));
         for (int64_t i = 0; i < n; i++) g[i] = gr[i] = 0.5f;
-        rt_reduce_sumsq_backward(O, D, I, 0.25f, g, r, x);
+        rt_reduce_sumsq_backward(O, D, I, 0.25f, g, r, x, 0);
         rt_reduce_sumsq_backward_ref(O, D, I, 0.25f, gr, r, x);
         CHECKF(rt_test_maxrel(g, gr, n) < 1e-6, "sumsq back case %zu: %g", c, rt_test_maxrel(g, gr, n));
+        /* overwrite: the old contents (NaN here) are not read; the same as adding to zeros */
+        for (int64_t i = 0; i < n; i++) g[i] = NAN, gr[i] = 0;
+        rt_reduce_sumsq_backward(O, D, I, 0.25f, g, r, x, 1);
+        rt_reduce_sumsq_backward_ref(O, D, I, 0.25f, gr, r, x);
+        CHECKF(rt_test_maxrel(g, gr, n) < 1e-6, "sumsq back (overwrite) case %zu: %g", c, rt_test_maxrel(g, gr, n));
         rt_reduce_max_forward(O, D, I, r, idx, x);
         rt_reduce_max_forward_ref(O, D, I, rr, idxr, x);
         CHECK(!memcmp(r, rr, m * 4) && !memcmp(idx, idxr, m * 8));
@@ -286,6 +293,31 @@ TEST(mean_sq_is_pow_then_mean_bitwise) {
         rt_ctx_free(ctx);
     }
     rt_set_threads(prev);
+}
+
+/* mean_sq on an intermediate with a second consumer, recorded before and after it: where its
+ * backward comes first it writes the gradient (no zeroing), where second it adds; either way the
+ * same bits as pow + mean. */
+TEST(mean_sq_first_gradient_of_a_pass) {
+    const int64_t shape[4] = {4, 8, 16, 16};
+    for (int order = 0; order < 2; order++) {
+        rt_ctx *ctx = rt_ctx_new();
+        rt_tensor *x[2], *w = NULL, *u = rt_test_tensor(4, shape, 81, 0);
+        for (int v = 0; v < 2; v++) {
+            x[v] = rt_test_tensor(4, shape, 80, 1);
+            rt_tensor *h = rt_mul_scalar(ctx, x[v], 3.0f), *other = NULL, *m = NULL;
+            if (order) other = rt_sum_all(ctx, rt_mul(ctx, h, u));
+            m = v ? rt_mean(ctx, rt_pow_scalar(ctx, h, 2.0f), 1, 0) : rt_mean_sq(ctx, h, 1, 0);
+            if (!w) w = rt_test_tensor(3, m->shape, 82, 0);
+            rt_tensor *at = rt_sum_all(ctx, rt_mul(ctx, m, w));
+            if (!order) other = rt_sum_all(ctx, rt_mul(ctx, h, u));
+            CHECK(rt_backward(ctx, rt_add(ctx, at, other)) == 0);
+            rt_step_reset(ctx);
+        }
+        CHECKF(!memcmp(x[0]->grad, x[1]->grad, rt_numel(x[0]) * sizeof(float)), "order %d", order);
+        rt_test_tensor_free(x[0]), rt_test_tensor_free(x[1]), rt_test_tensor_free(u), rt_test_tensor_free(w);
+        rt_ctx_free(ctx);
+    }
 }
 
 TEST(sum_all_and_threads) {

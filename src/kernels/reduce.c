@@ -116,14 +116,19 @@ void rt_reduce_sumsq_forward_ref(int64_t outer, int64_t D, int64_t inner, double
 }
 
 void rt_reduce_sumsq_backward(int64_t outer, int64_t D, int64_t inner, float scale, float *gx, const float *gy,
-                              const float *x) {
+                              const float *x, int overwrite) {
     int64_t rows = outer * D;
 #pragma omp parallel for schedule(static) if (rows * inner > RT_RD_PAR_MIN) /* over (outer, D) rows of gx */
     for (int64_t r = 0; r < rows; r++) {
         const float *g = gy + (r / D) * inner, *xr = x + r * inner;
         float *dst = gx + r * inner;
+        if (overwrite) {
 #pragma omp simd
-        for (int64_t i = 0; i < inner; i++) dst[i] += 2.0f * xr[i] * (scale * g[i]);
+            for (int64_t i = 0; i < inner; i++) dst[i] = 2.0f * xr[i] * (scale * g[i]);
+        } else {
+#pragma omp simd
+            for (int64_t i = 0; i < inner; i++) dst[i] += 2.0f * xr[i] * (scale * g[i]);
+        }
     }
 }
 

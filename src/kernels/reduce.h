@@ -50,11 +50,12 @@ void rt_reduce_sum_forward_ref(int64_t outer, int64_t D, int64_t inner, double s
 void rt_reduce_sum_backward(int64_t outer, int64_t D, int64_t inner, float scale, float *gx, const float *gy);
 void rt_reduce_sum_backward_ref(int64_t outer, int64_t D, int64_t inner, float scale, float *gx, const float *gy);
 
-/* y = scale * sum over D of x^2 (overwrites y); gx += 2 x scale gy. */
+/* y = scale * sum over D of x^2 (overwrites y); gx += 2 x scale gy (overwrite: gx =, the first
+ * gradient of a pass; gx's old contents are not read). */
 void rt_reduce_sumsq_forward(int64_t outer, int64_t D, int64_t inner, double scale, float *y, const float *x);
 void rt_reduce_sumsq_forward_ref(int64_t outer, int64_t D, int64_t inner, double scale, float *y, const float *x);
 void rt_reduce_sumsq_backward(int64_t outer, int64_t D, int64_t inner, float scale, float *gx, const float *gy,
-                              const float *x);
+                              const float *x, int overwrite);
 void rt_reduce_sumsq_backward_ref(int64_t outer, int64_t D, int64_t inner, float scale, float *gx, const float *gy,
                                   const float *x);
 

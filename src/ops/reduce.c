@@ -82,8 +82,9 @@ rt_tensor *rt_mean(rt_ctx *ctx, rt_tensor *x, int dim, int keepdim) {
 
 static void mean_sq_backward(rt_ctx *ctx, rt_node *n) {
     reduce_saved *s = n->saved;
-    float *gx = rt_grad_of(ctx, n->src[0]);
-    if (gx) rt_reduce_sumsq_backward(s->outer, s->D, s->inner, s->scale, gx, n->out->grad, n->src[0]->data);
+    int fresh; /* x's first gradient this pass (AT's taps): written, not added to zeros */
+    float *gx = rt_grad_of_fresh(ctx, n->src[0], &fresh);
+    if (gx) rt_reduce_sumsq_backward(s->outer, s->D, s->inner, s->scale, gx, n->out->grad, n->src[0]->data, fresh);
 }
 static const rt_opdef op_mean_sq = {"mean_sq", mean_sq_backward};
 
