@@ -124,6 +124,44 @@ TEST(fast_matches_reference_other_thread_counts) {
     CHECKF(e < 1e-5, "%s", why);
 }
 
+/* Both weight-gradient kernels of the direct path (RETORT_CONV_WGRAD=direct: vectorised over
+ * positions; =lanes: over output channels, for three-tap filters) on every ISA the CPU has,
+ * whatever the default rule picks, with channel counts that fill one to seven vectors of output
+ * channels (several blocks of them) and (channel, kh) rows that do not fill a register tile. */
+static const cfg wg_cfgs[] = {
+    {3, 5, 9, 9, 48, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 0, "48 output channels (3 vectors), 15 rows"},
+    {2, 3, 8, 7, 100, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0, 0, "100 output channels (7 vectors: 4 + 3)"},
+    {3, 7, 10, 9, 64, 3, 3, 2, 2, 1, 1, 1, 1, 1, 0, 0, "64 output channels, stride 2, 21 rows"},
+    {2, 6, 11, 10, 33, 3, 3, 1, 1, 2, 2, 2, 2, 1, 1, 0, "33 output channels, dilation 2"},
+    {2, 4, 9, 12, 40, 5, 3, 1, 1, 2, 1, 1, 1, 1, 1, 0, "5x3 filter, 40 output channels"},
+};
+
+TEST(weight_gradient_both_kernels_match_reference) {
+    const char *isas[] = {"avx512", "avx2", "generic"}, *kinds[] = {"direct", "lanes"};
+    char prev_isa[32] = "", prev_wg[32] = "", why[256] = "";
+    if (getenv("RETORT_ISA")) snprintf(prev_isa, sizeof prev_isa, "%s", getenv("RETORT_ISA"));
+    if (getenv("RETORT_CONV_WGRAD")) snprintf(prev_wg, sizeof prev_wg, "%s", getenv("RETORT_CONV_WGRAD"));
+    size_t ncf = sizeof cfgs / sizeof cfgs[0], nwg = sizeof wg_cfgs / sizeof wg_cfgs[0];
+    double e = 0;
+    char at[32] = "";
+    for (int k = 0; k < 2 && e < 1e-5; k++)
+        for (int i = 0; i < 3 && e < 1e-5; i++) {
+            setenv("RETORT_CONV_WGRAD", kinds[k], 1);
+            setenv("RETORT_ISA", isas[i], 1);
+            snprintf(at, sizeof at, "%s, %s", kinds[k], isas[i]);
+            for (size_t c = 0; c < ncf + nwg && e < 1e-5; c++) e = run_cfg(c < ncf ? &cfgs[c] : &wg_cfgs[c - ncf], why);
+        }
+    if (prev_isa[0])
+        setenv("RETORT_ISA", prev_isa, 1);
+    else
+        unsetenv("RETORT_ISA");
+    if (prev_wg[0])
+        setenv("RETORT_CONV_WGRAD", prev_wg, 1);
+    else
+        unsetenv("RETORT_CONV_WGRAD");
+    CHECKF(e < 1e-5, "%s (%s)", why, at);
+}
+
 /* Same inputs and thread count: the same bits. */
 TEST(reproducible) {
     rt_conv2d_shape s = {7, 8, 9, 10, 12, 3, 3, 0, 0, 1, 1, 1, 1, 1, 1, 1, 0};

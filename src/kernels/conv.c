@@ -229,6 +229,51 @@ static direct_ws direct_layout(const direct_geom *g, int64_t N, int wgrad) {
     return w;
 }
 
+/* The three-tap weight gradient (conv_direct.h, rt_convd_wg3): per thread a group of padded
+ * samples, their output gradients transposed (OH*OW, OCv), and a partial (rows8*3, OCv); then
+ * koff (Kp) and rowoff (rows8), shared. */
+typedef struct {
+    size_t pad, gt, part, koff, rowoff, total;
+    size_t pad_bytes, gt_bytes, part_bytes; /* per thread */
+    int64_t G, OCv, rows8;
+} wg3_ws;
+
+/* Does the three-tap weight gradient (vectorised over output channels) apply? Filters three taps
+ * wide on the direct path, where it measured faster: AVX-512 with 32 or more output channels (one
+ * Zen 5 core, batch 64, bench_step --kernels-only: 64@8x8 163 -> 210 GFLOP/s, 32->64 stride 2 118
+ * -> 157, 32@16x16 182 -> 192). With one vector of channels (16) each FMA needs its own broadcast
+ * load and it lost (16@32x32 163 -> 149), as it did everywhere on AVX2 (95-108 -> 55-58).
+ * RETORT_CONV_WGRAD=lanes forces it wherever the filter is three taps wide, =direct keeps the
+ * kernel vectorised over positions. */
+static int use_wg3(const rt_conv2d_shape *s) {
+    if (!use_direct(s) || s->KW != 3) return 0;
+    const char *e = getenv("RETORT_CONV_WGRAD");
+    if (e && !strcmp(e, "lanes")) return 1;
+    if (e && !strcmp(e, "direct")) return 0;
+    return rt_cpu_isa() >= RT_ISA_AVX512 && s->OC >= 32;
+}
+
+static wg3_ws wg3_layout(const direct_geom *g, int64_t N) {
+    wg3_ws w = {0};
+    w.OCv = round_up(g->OC, RT_CONVD_WG3_OCV);
+    w.rows8 = RT_CONVD_WG3_ROWS(g->C * g->KH);
+    int64_t OHW = g->OH * g->OW, per = geom_sample(g) + OHW * w.OCv;
+    int64_t b = group_budget() / (per > 0 ? per : 1);
+    b = b < 1 ? 1 : b > 32 ? 32 : b;
+    w.G = N < b ? (N > 0 ? N : 1) : b;
+    int64_t nt = omp_get_max_threads();
+    w.pad_bytes = round64((size_t)(w.G * geom_sample(g) + geom_slack(g)) * sizeof(float));
+    w.gt_bytes = round64((size_t)(w.G * OHW * w.OCv) * sizeof(float));
+    w.part_bytes = round64((size_t)(w.rows8 * 3 * w.OCv) * sizeof(float));
+    w.pad = 0;
+    w.gt = w.pad + (size_t)nt * w.pad_bytes;
+    w.part = w.gt + (size_t)nt * w.gt_bytes;
+    w.koff = w.part + (size_t)nt * w.part_bytes;
+    w.rowoff = w.koff + round64((size_t)round_up(geom_K(g), RT_CONVD_KB) * sizeof(int64_t));
+    w.total = w.rowoff + round64((size_t)w.rows8 * sizeof(int64_t));
+    return w;
+}
+
 /* The strided data gradient. Input phase (r, t) (rows y = i*sh + r, columns x = j*sw + t) gets
  * gin[c][i*sh+r][j*sw+t] = sum over oc and the taps with (r + ph - kh*dh) % sh == 0 (and the same
  * for columns) of w[oc][c][kh][kw] * gout[oc][i + e][j + f], e = (r + ph - kh*dh) / sh: a stride-1
@@ -295,7 +340,8 @@ static size_t classic_workspace(const rt_conv2d_shape *s) {
     size_t g = is_pointwise(s) ? 0 : gemm_workspace(s);
     if (!use_direct(s)) return g;
     direct_geom f = geom_forward(s);
-    size_t a = direct_layout(&f, s->N, 0).total, b = direct_layout(&f, s->N, 1).total;
+    size_t a = direct_layout(&f, s->N, 0).total;
+    size_t b = use_wg3(s) ? wg3_layout(&f, s->N).total : direct_layout(&f, s->N, 1).total;
     size_t c = g;
     if (use_direct_data(s)) {
         direct_geom d = geom_data(s);
@@ -684,6 +730,54 @@ static void direct_wgrad(const rt_conv2d_shape *s, float *gw, const float *gout,
         }
 }
 
+/* gw (OC,C,KH,KW) += weight gradient of a filter three taps wide (rt_convd_wg3). Threads share
+ * the samples as in direct_wgrad; the partials, transposed, are added in thread order. */
+static void direct_wgrad3(const rt_conv2d_shape *s, float *gw, const float *gout, const float *in, void *ws) {
+    direct_geom g = geom_forward(s);
+    wg3_ws L = wg3_layout(&g, s->N);
+    int64_t *koff = (int64_t *)((char *)ws + L.koff), *rowoff = (int64_t *)((char *)ws + L.rowoff);
+    make_convd(&g, koff);
+    int64_t rows = s->C * s->KH, OCv = L.OCv, OHW = s->OH * s->OW, samp = geom_sample(&g), chs = samp / s->C;
+    for (int64_t r = 0; r < L.rows8; r++) rowoff[r] = koff[(r < rows ? r : 0) * 3] - koff[0];
+    rt_convd_wg3 d = {rows, OCv, s->OH, s->OW, g.Wq, rowoff, {koff[0], koff[1], koff[2]}};
+    void (*fn)(const rt_convd_wg3 *, const float *, const float *, int64_t, int64_t, int64_t, float *) =
+        rt_cpu_isa() >= RT_ISA_AVX512 ? rt_convd_wgrad3_avx512 : rt_convd_wgrad3_avx2;
+    int nused = 1;
+#pragma omp parallel /* over samples, split evenly between threads in order */
+    {
+        int t = omp_get_thread_num(), nt = omp_get_num_threads();
+#pragma omp single
+        nused = nt;
+        float *pad = (float *)((char *)ws + L.pad + t * L.pad_bytes);
+        float *gt = (float *)((char *)ws + L.gt + t * L.gt_bytes);
+        float *part = (float *)((char *)ws + L.part + t * L.part_bytes);
+        memset(part, 0, L.part_bytes);
+        if (OCv > s->OC) memset(gt, 0, L.gt_bytes); /* the channels past OC stay zero */
+        int64_t n1 = s->N * (t + 1) / nt;
+        for (int64_t n0 = s->N * t / nt; n0 < n1; n0 += L.G) {
+            int64_t B = min64(L.G, n1 - n0);
+            for (int64_t b = 0; b < B; b++) {
+                int64_t n = n0 + b;
+                for (int64_t c = 0; c < s->C; c++)
+                    pad_channel(&g, in + (n * s->C + c) * s->H * s->W, pad + b * samp + c * chs);
+                const float *src = gout + n * s->OC * OHW;
+                float *dst = gt + b * OHW * OCv;
+                for (int64_t p0 = 0; p0 < OHW; p0 += 16) /* transpose in blocks of 16 positions */
+                    for (int64_t oc = 0; oc < s->OC; oc++)
+                        for (int64_t p = p0; p < min64(p0 + 16, OHW); p++) dst[p * OCv + oc] = src[oc * OHW + p];
+            }
+            fn(&d, gt, pad, B, OHW * OCv, samp, part);
+        }
+    }
+    int64_t K = rows * 3;
+#pragma omp parallel for schedule(static) /* over output channels; partials added in thread order */
+    for (int64_t oc = 0; oc < s->OC; oc++)
+        for (int t = 0; t < nused; t++) {
+            const float *p = (const float *)((char *)ws + L.part + t * L.part_bytes) + oc;
+            for (int64_t k = 0; k < K; k++) gw[oc * K + k] += p[k * OCv];
+        }
+}
+
 /* Does some tap reach input phase (r, t)? */
 static int phase_reached(const rt_conv2d_shape *s, int64_t r, int64_t t) {
     int ok, rows = 0, cols = 0;
@@ -907,6 +1001,10 @@ void rt_conv2d_backward_weight(const rt_conv2d_shape *s, float *gw, float *gb, c
     int m = wino_wgrad_tile(s);
     if (m) {
         rt_wino_backward_weight(s, m, gw, gout, in, ws);
+        return;
+    }
+    if (use_wg3(s)) {
+        direct_wgrad3(s, gw, gout, in, ws);
         return;
     }
     if (use_direct(s)) {

@@ -16,6 +16,8 @@ typedef __m256 vf;
 #define NV_F 3
 #define OCB_W 4 /* 4 x 3 accumulators */
 #define KB_W 3
+#define WG3_NB 2 /* 12 accumulators: 1 x 4 rows, 2 x 2 */
+#define WG3_R(nb) ((nb) == 1 ? 4 : 2)
 #define SFX(name) name##_avx2
 
 static inline float hsum8(__m256 v) {

@@ -17,6 +17,8 @@ typedef __m512 vf;
 #define NV_F 3
 #define OCB_W 4 /* 4 x 6 accumulators */
 #define KB_W 6
+#define WG3_NB 4 /* 24 accumulators: 1 x 8 rows, 2 x 4, 3 x 2 (18), 4 x 2 */
+#define WG3_R(nb) ((nb) == 1 ? 8 : (nb) == 2 ? 4 : 2)
 #define SFX(name) name##_avx512
 
 #include "kernels/conv_simd.h"

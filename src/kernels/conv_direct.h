@@ -50,6 +50,28 @@ void rt_convd_wgrad_avx2(const rt_convd *d, const float *gv, const float *in, in
 void rt_convd_wgrad_avx512(const rt_convd *d, const float *gv, const float *in, int64_t nsamp, int64_t gv_stride,
                            int64_t in_stride, float *gw);
 
+/* The weight gradient vectorised over output channels, for filters three taps wide (any stride and
+ * dilation). A "row" is a (channel, kh) pair; tap (row, kw) of output (oh, ow) reads the padded
+ * sample at rowoff[row] + oh*Wp + ow + kwoff[kw] (both layouts of conv.c split an offset so). Each
+ * output position contributes gt[p] (a vector over output channels) times one broadcast input
+ * value per tap: no horizontal sums, and only the OH*OW real positions are visited (the kernel
+ * above also multiplies the dropped columns, 1 in 5 for 8x8 images). The output gradient comes
+ * transposed, gt (OH*OW, OCv) per sample, OCv = OC rounded up to RT_CONVD_WG3_OCV, zero past OC.
+ * Sums are added to part (RT_CONVD_WG3_ROWS(rows)*3, OCv), row k = row*3 + kw (the order of gw's
+ * (C, KH, KW) axes). rowoff has RT_CONVD_WG3_ROWS(rows) entries; the padding ones may be any
+ * offset a real row has (their sums land in part's padding rows). */
+#define RT_CONVD_WG3_OCV 16
+#define RT_CONVD_WG3_ROWS(rows) (((rows) + 7) / 8 * 8)
+typedef struct rt_convd_wg3 {
+    int64_t rows, OCv, OH, OW, Wp;
+    const int64_t *rowoff;
+    int64_t kwoff[3];
+} rt_convd_wg3;
+void rt_convd_wgrad3_avx2(const rt_convd_wg3 *d, const float *gt, const float *in, int64_t nsamp, int64_t gt_stride,
+                          int64_t in_stride, float *part);
+void rt_convd_wgrad3_avx512(const rt_convd_wg3 *d, const float *gt, const float *in, int64_t nsamp, int64_t gt_stride,
+                            int64_t in_stride, float *part);
+
 /* dst[i*ds + j] = src[i*ss + 2*j] for i < rows, j < n: the even columns of a block of rows (splitting
  * a padded plane into column phases for stride 2). */
 void rt_convd_gather2_avx2(float *dst, int64_t ds, const float *src, int64_t ss, int64_t rows, int64_t n);

@@ -6,6 +6,8 @@
  *                          sum, fixed order)
  *   OCB_F x NV_F           forward register tile: output channels x vectors of positions
  *   OCB_W x KB_W           weight-gradient register tile: output channels x (channel, tap) pairs
+ *   WG3_NB, WG3_R(nb)      three-tap weight gradient: at most WG3_NB vectors of output channels,
+ *                          WG3_R(nb) rows (x 3 taps) per register tile of nb vectors
  *   SFX(name)              appends the ISA suffix */
 
 #define QT (NV_F * VW) /* positions per forward tile */
@@ -139,6 +141,83 @@ void SFX(rt_convd_wgrad)(const rt_convd *d, const float *gv, const float *in, in
 #pragma GCC unroll 8
                 for (int j = 0; j < KB_W; j++) gw[(o0 + o) * Kp + k0 + j] += VHSUM(acc[o][j]);
         }
+}
+
+/* One register tile of the three-tap weight gradient (conv_direct.h): nb vectors of output
+ * channels (gt and part already at the block's first channel) x R rows x 3 taps, over nsamp
+ * samples; rowoff the tile's R rows. nb and R are constants after inlining. */
+static inline __attribute__((always_inline)) void SFX(wg3_tile)(const rt_convd_wg3 *d, const float *gt, const float *in,
+                                                                int64_t nsamp, int64_t gt_stride, int64_t in_stride,
+                                                                const int64_t *rowoff, float *part, const int nb,
+                                                                const int R) {
+    const int64_t OCv = d->OCv, OH = d->OH, OW = d->OW, Wp = d->Wp;
+    const int64_t o1 = d->kwoff[1] - d->kwoff[0], o2 = d->kwoff[2] - d->kwoff[0];
+    vf acc[WG3_NB][3 * 8];
+#pragma GCC unroll 4
+    for (int b = 0; b < nb; b++)
+#pragma GCC unroll 24
+        for (int j = 0; j < 3 * R; j++) acc[b][j] = VZERO();
+    for (int64_t n = 0; n < nsamp; n++) {
+        const float *rp[8];
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++) rp[r] = in + n * in_stride + rowoff[r] + d->kwoff[0];
+        const float *g = gt + n * gt_stride;
+        for (int64_t oh = 0; oh < OH; oh++) {
+            const int64_t qb = oh * Wp;
+            for (int64_t ow = 0; ow < OW; ow++, g += OCv) {
+                vf gv[WG3_NB];
+#pragma GCC unroll 4
+                for (int b = 0; b < nb; b++) gv[b] = VLOAD(g + b * VW);
+                const int64_t q = qb + ow;
+#pragma GCC unroll 8
+                for (int r = 0; r < R; r++) {
+                    const vf x0 = VSET1(rp[r][q]), x1 = VSET1(rp[r][q + o1]), x2 = VSET1(rp[r][q + o2]);
+#pragma GCC unroll 4
+                    for (int b = 0; b < nb; b++) {
+                        acc[b][3 * r] = VFMA(gv[b], x0, acc[b][3 * r]);
+                        acc[b][3 * r + 1] = VFMA(gv[b], x1, acc[b][3 * r + 1]);
+                        acc[b][3 * r + 2] = VFMA(gv[b], x2, acc[b][3 * r + 2]);
+                    }
+                }
+            }
+        }
+    }
+#pragma GCC unroll 24
+    for (int j = 0; j < 3 * R; j++)
+#pragma GCC unroll 4
+        for (int b = 0; b < nb; b++) {
+            float *p = part + j * OCv + b * VW;
+            VSTORE(p, VLOAD(p) + acc[b][j]);
+        }
+}
+
+// gt: transposed output gradients, in: padded samples, part (rows8*3, OCv); see conv_direct.h
+void SFX(rt_convd_wgrad3)(const rt_convd_wg3 *d, const float *gt, const float *in, int64_t nsamp, int64_t gt_stride,
+                          int64_t in_stride, float *part) {
+    const int64_t OCv = d->OCv;
+    for (int64_t c0 = 0; c0 < OCv; c0 += WG3_NB * VW) {
+        const int nb = (int)((OCv - c0) / VW < WG3_NB ? (OCv - c0) / VW : WG3_NB);
+        const int R = WG3_R(nb);
+        for (int64_t r0 = 0; r0 < d->rows; r0 += R) {
+            const float *g = gt + c0;
+            float *p = part + r0 * 3 * OCv + c0;
+            const int64_t *ro = d->rowoff + r0;
+            /* r0 + R <= RT_CONVD_WG3_ROWS(rows): R divides 8 */
+            switch (nb) {
+            case 1: SFX(wg3_tile)(d, g, in, nsamp, gt_stride, in_stride, ro, p, 1, WG3_R(1)); break;
+#if WG3_NB >= 2
+            case 2: SFX(wg3_tile)(d, g, in, nsamp, gt_stride, in_stride, ro, p, 2, WG3_R(2)); break;
+#endif
+#if WG3_NB >= 3
+            case 3: SFX(wg3_tile)(d, g, in, nsamp, gt_stride, in_stride, ro, p, 3, WG3_R(3)); break;
+#endif
+#if WG3_NB >= 4
+            case 4: SFX(wg3_tile)(d, g, in, nsamp, gt_stride, in_stride, ro, p, 4, WG3_R(4)); break;
+#endif
+            default: break;
+            }
+        }
+    }
 }
 
 #undef QT
