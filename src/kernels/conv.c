@@ -194,9 +194,9 @@ static int64_t group_budget(void) {
     return l2 >= (256 << 10) && l2 <= (64 << 20) ? (int64_t)l2 / 2 / (int64_t)sizeof(float) : (int64_t)64 << 10;
 }
 
-/* Samples per weight-gradient group: the group's padded input and gradient rows stay in L2. */
-static int64_t geom_group(const direct_geom *g, int64_t N) {
-    int64_t per = geom_sample(g) + round_up(g->OC, RT_CONVD_OCB) * round_up(g->OH * g->Wq, 16);
+/* Samples per weight-gradient group, per: floats a sample takes there (its padded input and its
+ * output gradient in the kernel's layout): the group stays in L2. */
+static int64_t group_samples(int64_t per, int64_t N) {
     int64_t b = group_budget() / (per > 0 ? per : 1);
     b = b < 1 ? 1 : b > 32 ? 32 : b;
     return N < b ? (N > 0 ? N : 1) : b;
@@ -217,7 +217,8 @@ static direct_ws direct_layout(const direct_geom *g, int64_t N, int wgrad) {
         w.pad = w.wpk + round64((size_t)(OCp * Kp) * sizeof(float));
         w.total = w.pad + round64((size_t)(N * geom_sample(g) + geom_slack(g)) * sizeof(float));
     } else {
-        int64_t nt = omp_get_max_threads(), G = geom_group(g, N), Qs = round_up(g->OH * g->Wq, 16);
+        int64_t nt = omp_get_max_threads(), Qs = round_up(g->OH * g->Wq, 16);
+        int64_t G = group_samples(geom_sample(g) + OCp * Qs, N);
         w.pad_bytes = round64((size_t)(G * geom_sample(g) + geom_slack(g)) * sizeof(float));
         w.gv_bytes = round64((size_t)(G * OCp * Qs) * sizeof(float));
         w.part_bytes = round64((size_t)(OCp * Kp) * sizeof(float));
@@ -257,10 +258,8 @@ static wg3_ws wg3_layout(const direct_geom *g, int64_t N) {
     wg3_ws w = {0};
     w.OCv = round_up(g->OC, RT_CONVD_WG3_OCV);
     w.rows8 = RT_CONVD_WG3_ROWS(g->C * g->KH);
-    int64_t OHW = g->OH * g->OW, per = geom_sample(g) + OHW * w.OCv;
-    int64_t b = group_budget() / (per > 0 ? per : 1);
-    b = b < 1 ? 1 : b > 32 ? 32 : b;
-    w.G = N < b ? (N > 0 ? N : 1) : b;
+    int64_t OHW = g->OH * g->OW;
+    w.G = group_samples(geom_sample(g) + OHW * w.OCv, N);
     int64_t nt = omp_get_max_threads();
     w.pad_bytes = round64((size_t)(w.G * geom_sample(g) + geom_slack(g)) * sizeof(float));
     w.gt_bytes = round64((size_t)(w.G * OHW * w.OCv) * sizeof(float));
@@ -661,6 +660,12 @@ static void pad_channel(const direct_geom *g, const float *src, float *dst) {
         }
 }
 
+// src (C,H0,W0), one sample; dst its C padded planes (geom_sample(g) floats); overwrites dst
+static void pad_sample(const direct_geom *g, const float *src, float *dst) {
+    int64_t chs = geom_sample(g) / g->C, HW0 = g->H0 * g->W0;
+    for (int64_t c = 0; c < g->C; c++) pad_channel(g, src + c * HW0, dst + c * chs);
+}
+
 /* out (N,OC,OH,OW) = act(bias + conv + res) (or += conv) of src (N,C,H0,W0); epi may be NULL. */
 static void direct_forward(const rt_conv2d_shape *s, const direct_geom *g, float *out, const float *src, const float *w,
                            const float *bias, const rt_conv_epi *epi, void *ws, int accumulate) {
@@ -690,8 +695,8 @@ static void direct_wgrad(const rt_conv2d_shape *s, float *gw, const float *gout,
     direct_geom g = geom_forward(s);
     direct_ws L = direct_layout(&g, s->N, 1);
     rt_convd d = make_convd(&g, ws);
-    int64_t OCp = d.OCp, Kp = d.Kp, Qs = d.Qs, samp = geom_sample(&g), chs = samp / s->C;
-    int64_t G = geom_group(&g, s->N), gvs = OCp * Qs;
+    int64_t OCp = d.OCp, Kp = d.Kp, Qs = d.Qs, samp = geom_sample(&g);
+    int64_t G = group_samples(samp + OCp * Qs, s->N), gvs = OCp * Qs;
     convd_wgrad_fn fn = pick_wgrad();
     int nused = 1;
 #pragma omp parallel /* over samples, split evenly between threads in order */
@@ -709,8 +714,7 @@ static void direct_wgrad(const rt_conv2d_shape *s, float *gw, const float *gout,
             int64_t B = min64(G, n1 - n0);
             for (int64_t b = 0; b < B; b++) {
                 int64_t n = n0 + b;
-                for (int64_t c = 0; c < s->C; c++)
-                    pad_channel(&g, in + (n * s->C + c) * s->H * s->W, pad + b * samp + c * chs);
+                pad_sample(&g, in + n * s->C * s->H * s->W, pad + b * samp);
                 for (int64_t oc = 0; oc < s->OC; oc++)
                     for (int64_t oh = 0; oh < s->OH; oh++)
                         memcpy(gv + b * gvs + oc * Qs + oh * g.Wq, gout + ((n * s->OC + oc) * s->OH + oh) * s->OW,
@@ -737,7 +741,7 @@ static void direct_wgrad3(const rt_conv2d_shape *s, float *gw, const float *gout
     wg3_ws L = wg3_layout(&g, s->N);
     int64_t *koff = (int64_t *)((char *)ws + L.koff), *rowoff = (int64_t *)((char *)ws + L.rowoff);
     make_convd(&g, koff);
-    int64_t rows = s->C * s->KH, OCv = L.OCv, OHW = s->OH * s->OW, samp = geom_sample(&g), chs = samp / s->C;
+    int64_t rows = s->C * s->KH, OCv = L.OCv, OHW = s->OH * s->OW, samp = geom_sample(&g);
     for (int64_t r = 0; r < L.rows8; r++) rowoff[r] = koff[(r < rows ? r : 0) * 3] - koff[0];
     rt_convd_wg3 d = {rows, OCv, s->OH, s->OW, g.Wq, rowoff, {koff[0], koff[1], koff[2]}};
     void (*fn)(const rt_convd_wg3 *, const float *, const float *, int64_t, int64_t, int64_t, float *) =
@@ -758,8 +762,7 @@ static void direct_wgrad3(const rt_conv2d_shape *s, float *gw, const float *gout
             int64_t B = min64(L.G, n1 - n0);
             for (int64_t b = 0; b < B; b++) {
                 int64_t n = n0 + b;
-                for (int64_t c = 0; c < s->C; c++)
-                    pad_channel(&g, in + (n * s->C + c) * s->H * s->W, pad + b * samp + c * chs);
+                pad_sample(&g, in + n * s->C * s->H * s->W, pad + b * samp);
                 const float *src = gout + n * s->OC * OHW;
                 float *dst = gt + b * OHW * OCv;
                 for (int64_t p0 = 0; p0 < OHW; p0 += 16) /* transpose in blocks of 16 positions */
